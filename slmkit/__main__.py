@@ -1,0 +1,7 @@
+"""``python -m slmkit`` is the ``slmkit`` command."""
+
+import sys
+
+from slmkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation: answer extractors (``str -> str | None``), metrics and evaluation stages."""

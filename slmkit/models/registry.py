@@ -1,0 +1,38 @@
+"""Registry of architectures: name -> module, imported lazily.
+
+Each architecture module exports ``KIND`` ("decoder" or "encdec"), ``PRESETS`` (preset name -> config
+keyword arguments), ``DEFAULT_VOCAB`` (the vocabulary size used when no tokenizer is given, e.g. for
+parameter counts in ``slmkit list``) and ``make_config(preset, vocab_size, special_ids, overrides)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from types import ModuleType
+
+from slmkit.errors import ModelError
+
+ARCHITECTURES: dict[str, str] = {
+    "decoder": "slmkit.models.decoder",
+    "t5": "slmkit.models.t5",
+}
+
+
+def get_arch(name: str) -> ModuleType:
+    """The module of architecture ``name``; unknown names get a "did you mean"."""
+    if name not in ARCHITECTURES:
+        close = difflib.get_close_matches(name, ARCHITECTURES, n=1)
+        hint = f" — did you mean '{close[0]}'?" if close else ""
+        raise ModelError(f"unknown architecture '{name}'{hint} (known: {', '.join(ARCHITECTURES)})")
+    return importlib.import_module(ARCHITECTURES[name])
+
+
+def preset_kwargs(arch: ModuleType, name: str, preset: str) -> dict:
+    """The keyword arguments of a preset, or an error listing the presets of that architecture."""
+    if preset not in arch.PRESETS:
+        close = difflib.get_close_matches(preset, arch.PRESETS, n=1)
+        hint = f" — did you mean '{close[0]}'?" if close else ""
+        raise ModelError(f"architecture '{name}' has no preset '{preset}'{hint} "
+                         f"(presets: {', '.join(arch.PRESETS)})")
+    return dict(arch.PRESETS[preset])

@@ -1,0 +1,1 @@
+"""Shipped recipes (YAML), installed as the package ``slmkit.recipes`` so ``slmkit run NAME`` finds them."""

@@ -1,0 +1,29 @@
+"""Registry of stage types: name -> module path, imported only when a stage is used.
+
+A stage module exports a frozen ``Config`` dataclass, ``OUTPUTS`` (output name -> path inside the stage
+folder) and ``run(cfg, run_dir) -> Result``. Adding a stage is one module and one line here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from types import ModuleType
+
+from slmkit.errors import ConfigError
+
+STAGES: dict[str, str] = {
+    "data": "slmkit.data.stage",
+    "tokenizer": "slmkit.models.tokenizer",
+    "sft": "slmkit.train.sft",
+    "exact_match": "slmkit.eval.exact_match",
+}
+
+
+def load_stage(name: str) -> ModuleType:
+    """Import the module of stage type ``name``; unknown names get a "did you mean"."""
+    if name not in STAGES:
+        close = difflib.get_close_matches(name, STAGES, n=1)
+        hint = f" — did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown stage '{name}'{hint} (known: {', '.join(sorted(STAGES))})")
+    return importlib.import_module(STAGES[name])
