@@ -98,3 +98,15 @@ def test_hub_id_path_loads_local_folder(tokenizer, decoder_model, tmp_path, monk
     model = load_model("org/model")
     assert load_tokenizer("org/model").eos_token_id == tokenizer.eos_token_id
     assert model.config.vocab_size == decoder_model.config.vocab_size
+
+
+def test_local_backend(tokenizer, decoder_model, tmp_path):
+    from slmkit.backends import make_backend
+    from slmkit.errors import ConfigError
+
+    save_model(decoder_model, tokenizer, tmp_path / "m")
+    backend = make_backend({"kind": "local", "model": str(tmp_path / "m")})
+    out = backend.generate(["Tom has 3 apples."], GenerateConfig(max_new_tokens=4))
+    assert len(out) == 1 and out[0].n_tokens[0] <= 4
+    with pytest.raises(ConfigError, match="unknown"):
+        make_backend({"kind": "nope"})

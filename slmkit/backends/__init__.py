@@ -1,0 +1,42 @@
+"""Text-generation backends: one small interface for teachers, judges, graders and synthetic-data roles.
+
+A backend is any object with ``name`` and ``generate(prompts, cfg) -> list[Generation]`` (see
+``slmkit.models.generate``). ``BACKENDS`` maps a kind to a "module:Class" string; ``make_backend`` builds
+one from a spec such as ``{"kind": "local", "model": "runs/x/02_sft/model"}``. Kinds: ``local`` (any
+transformers model folder or hub id); other kinds (an OpenAI-compatible server, rule-based teachers) add
+one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol
+
+from slmkit.errors import ConfigError
+
+
+class Backend(Protocol):
+    """What every backend offers."""
+
+    name: str
+
+    def generate(self, prompts: list[str], cfg: Any) -> list[Any]:
+        """``cfg`` is a ``GenerateConfig``; returns one ``Generation`` per prompt, in order."""
+
+
+BACKENDS: dict[str, str] = {
+    "local": "slmkit.backends.local:LocalBackend",
+}
+
+
+def make_backend(spec: dict[str, Any]) -> Backend:
+    """Build a backend from ``{"kind": ..., **kwargs}``; unknown kinds and bad kwargs are config errors."""
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    if kind not in BACKENDS:
+        raise ConfigError(f"backend kind '{kind}' is unknown (known: {', '.join(BACKENDS)})")
+    module, cls = BACKENDS[kind].split(":")
+    try:
+        return getattr(importlib.import_module(module), cls)(**spec)
+    except TypeError as err:
+        raise ConfigError(f"backend '{kind}': {err}") from None
