@@ -222,6 +222,7 @@ def practise_round(r: int, start: str, problems: list[dict], ctx: dict[str, Any]
         model, summary = align(model, tokenizer, rows, None, cfg, folder, ref_id=hash_input(start),
                                fingerprint=f"{ctx['fingerprint']}:round{r}", on_step=ctx["on_step"])
         save_model(model, tokenizer, folder / "model")
+        shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # the saved model supersedes it
     sample_acc = sum(bool(a["correct"]) for g in graded for a in g) / max(1, sum(len(g) for g in graded))
     return {"round": r, "sample_accuracy": sample_acc, **stats, **counts,
             **{f"train_{k}": v for k, v in summary.items()}}

@@ -259,6 +259,7 @@ def align(model: Any, tokenizer: Any, train_rows: list[dict], val_rows: list[dic
             if examples:
                 attach_reference(examples, reference if reference is not None else model, base, cfg.method,
                                  micro, run_dir / f"ref_logps_{name}.json", ref_id)
+        reference = None  # its log-probs are cached: free it before training
     else:
         loss = live_reference(loss, reference if reference is not None else copy.deepcopy(model))
     if cfg.lora_r:
@@ -294,9 +295,9 @@ def run(cfg: Config, run_dir: Path) -> Result:
     val = read_train_rows(cfg.val_file, cfg.method) if cfg.val_file else None
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     model = load_model(cfg.model)
-    reference = load_model(cfg.reference) if cfg.reference else None
     ref_id = hash_input(cfg.reference or cfg.model)
-    model, summary = align(model, tokenizer, rows, val, cfg, run_dir, reference=reference, ref_id=ref_id,
+    model, summary = align(model, tokenizer, rows, val, cfg, run_dir, ref_id=ref_id,
+                           reference=load_model(cfg.reference) if cfg.reference else None,
                            fingerprint=stage_fingerprint(run_dir))
     save_model(model, tokenizer, run_dir / OUTPUTS["model"])
     outputs = {"adapter": str(run_dir / "adapter")} if cfg.lora_r else {}
