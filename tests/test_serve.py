@@ -294,7 +294,7 @@ def test_killed_server_never_looks_successful(model_dir):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([sys.executable, "-m", "slmkit", "serve", str(model_dir), "--port", str(port),
-                             "--max-tokens", "4000", "--log-level", "warning"], env=env,
+                             "--max-tokens", "4000", "--log-level", "warning", "--threads", "1"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"

@@ -22,6 +22,7 @@ import hmac
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -50,40 +51,56 @@ class ServeSettings:
 
 
 class Job:
-    """The choices of one HTTP request; engine events arrive on an asyncio queue in submission order."""
+    """The choices of one HTTP request. The engine thread appends events to a deque and wakes the event
+    loop at most once per batch of events (one wake-up per decoding step, not one per token and row)."""
 
     def __init__(self, engine: Any, n: int):
         self.engine, self.n = engine, n
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        self.buffer: deque[tuple[int, Event]] = deque()
+        self.ready = asyncio.Event()
+        self.wake_pending = False
         self.tickets: list[Any] = []
         self.open = 0
+
+    def _push(self, item: tuple[int, Event]) -> None:
+        """Called from the engine thread (or the loop, for refusals)."""
+        self.buffer.append(item)
+        if not self.wake_pending:
+            self.wake_pending = True
+            try:
+                self.loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:  # the event loop is gone (server stopped): nobody is listening
+                pass
+
+    def _wake(self) -> None:
+        self.wake_pending = False
+        self.ready.set()
 
     def submit(self, prompt_index: int, ids: list[int], sampling: Sampling) -> None:
         base = prompt_index * self.n
         self.open += self.n
-
-        def sink(event: Event) -> None:  # called from the engine thread
-            try:
-                self.loop.call_soon_threadsafe(self.queue.put_nowait, (base + event.index, event))
-            except RuntimeError:  # the event loop is gone (server stopped): nobody is listening
-                pass
-
-        self.tickets.append(self.engine.submit(ids, sampling, self.n, sink))
+        self.tickets.append(self.engine.submit(ids, sampling, self.n,
+                                               lambda event: self._push((base + event.index, event))))
 
     def refuse(self, prompt_index: int, text: str) -> None:
         self.open += self.n
         for j in range(self.n):
-            self.queue.put_nowait((prompt_index * self.n + j, Event(j, text, "content_filter", 0)))
+            self._push((prompt_index * self.n + j, Event(j, text, "content_filter", 0)))
 
     async def events(self, timeout: float) -> AsyncIterator[tuple[int, Event]]:
         """Every event until all choices finished; an aborted choice or the deadline raises ApiError."""
         deadline = time.monotonic() + timeout
         while self.open:
-            try:
-                index, event = await asyncio.wait_for(self.queue.get(), deadline - time.monotonic())
-            except asyncio.TimeoutError:
-                raise ApiError(504, f"generation did not finish within {timeout:g} s") from None
+            if not self.buffer:
+                self.ready.clear()
+                if not self.buffer:
+                    try:
+                        await asyncio.wait_for(self.ready.wait(), deadline - time.monotonic())
+                    except asyncio.TimeoutError:
+                        raise ApiError(504, f"generation did not finish within {timeout:g} s") from None
+                continue
+            index, event = self.buffer.popleft()
             if event.finish_reason == "abort":
                 raise ApiError(503, "generation was interrupted (the server is shutting down or the engine "
                                     "failed); retry the request")

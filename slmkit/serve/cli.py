@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long an idle engine gathers a batch")
     p.add_argument("--scheduler", choices=["auto", "continuous", "request"], default="auto",
                    help="torch engine batching: continuous (decoder-only) or request-level (default: auto)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per forward pass (0: the runtime's "
+                   "default; 1 is best for tiny models or a busy machine)")
     p.add_argument("--device", default="cpu", help="ct2 engine device (cpu or cuda)")
     p.add_argument("--compute-type", default="default", help="ct2 engine compute type (int8, float32, ...)")
     p.add_argument("--guard", help="guard folder (slmkit guard stage) or module:factory returning a guard")
@@ -87,7 +89,7 @@ def build_app(args: argparse.Namespace) -> tuple[Any, Any]:
     guard = load_guard(args.guard, args.guard_threshold, args.refusal) if args.guard else None
     engine = load_engine(args.engine, args.model, tokenizer=args.tokenizer, scheduler=args.scheduler,
                          max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, device=args.device,
-                         compute_type=args.compute_type)
+                         compute_type=args.compute_type, threads=args.threads)
     settings = ServeSettings(model_name=args.served_model_name or Path(args.model.rstrip("/")).name,
                              api_key=api_key, max_body_bytes=args.max_body_bytes,
                              max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,

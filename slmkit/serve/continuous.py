@@ -173,14 +173,20 @@ def supports_continuous(model: Any) -> bool:
 
 
 def load_torch_engine(path: str, tokenizer: str | None = None, scheduler: str = "auto", max_batch: int = 32,
-                      batch_wait_ms: float = 5.0, **_: Any) -> ThreadedEngine:
+                      batch_wait_ms: float = 5.0, threads: int = 0, **_: Any) -> ThreadedEngine:
     """A transformers model (folder or hub id): continuous batching where supported, else request-level
-    (``scheduler``: auto, continuous or request)."""
+    (``scheduler``: auto, continuous or request). ``threads`` > 0 sets torch's intra-op threads: tiny
+    models gain nothing from more than one, and on an oversubscribed CPU every parallel region waits
+    for a descheduled thread (measured here: 10x slower decoding with 2 threads on a busy 2-core box)."""
+    import torch
+
     from slmkit.errors import ConfigError
     from slmkit.models.load import load_model, load_tokenizer
 
     if scheduler not in ("auto", "continuous", "request"):
         raise ConfigError(f"scheduler '{scheduler}' is unknown (use auto, continuous or request)")
+    if threads > 0:
+        torch.set_num_threads(threads)
     model, tok = load_model(path), load_tokenizer(tokenizer or path)
     if scheduler == "request" or (scheduler == "auto" and not supports_continuous(model)):
         from slmkit.serve.batched import HFRunner, RequestBatchEngine

@@ -247,13 +247,7 @@ class ThreadedEngine:
         raise NotImplementedError
 
     def _abort_all(self) -> None:
-        while True:
-            try:
-                ticket = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if ticket is not None:
-                self._pending.append(ticket)
+        self._drain()
         for ticket in self._pending:
             _abort(ticket)
         self._pending.clear()
