@@ -340,13 +340,14 @@ def test_ct2_engine_serves_a_converted_model(model_dir, tmp_path):
     assert texts[0] == texts[1]  # fp32 CTranslate2 is token-identical to PyTorch
 
 
-def test_encoder_decoder_model_is_served_with_request_batching(tokenizer, tmp_path):
+@pytest.mark.parametrize("arch", ["t5", "encdec"])
+def test_encoder_decoder_model_is_served_with_request_batching(tokenizer, tmp_path, arch):
     from slmkit.models.build import build
     from slmkit.models.generate import GenerateConfig, generate
     from slmkit.models.load import save_model
     from slmkit.serve.engine import load_engine
 
-    model = build("t5", "pico", tokenizer=tokenizer, seed=0)
+    model = build(arch, "pico", tokenizer=tokenizer, seed=0)
     save_model(model, tokenizer, tmp_path / "t5")
     engine = load_engine("torch", str(tmp_path / "t5"))
     assert engine.kind == "request"

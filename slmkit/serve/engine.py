@@ -18,7 +18,6 @@ runtime), request-level batching. A new runtime adds a loader ``(path, **options
 
 from __future__ import annotations
 
-import importlib
 import logging
 import queue
 import threading
@@ -304,7 +303,6 @@ def _abort(ticket: Ticket) -> None:
 
 def load_engine(kind: str, path: str, **options: Any) -> Any:
     """Build (not start) the engine of ``kind`` for the model at ``path``."""
-    if kind not in ENGINES:
-        raise ConfigError(f"engine '{kind}' is unknown (known: {', '.join(ENGINES)})")
-    module, func = ENGINES[kind].split(":")
-    return getattr(importlib.import_module(module), func)(path, **options)
+    from slmkit.registry import resolve
+
+    return resolve(ENGINES, kind, "engine", ConfigError)(path, **options)
