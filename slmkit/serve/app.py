@@ -50,32 +50,46 @@ class ServeSettings:
     request_timeout: float = 600.0
 
 
-class Job:
-    """The choices of one HTTP request. The engine thread appends events to a deque and wakes the event
-    loop at most once per batch of events (one wake-up per decoding step, not one per token and row)."""
+class Mailbox:
+    """Hands engine events to the event loop: the engine thread posts, and the loop is woken at most once
+    per batch of posts. One wake-up per decoding step for all requests, rather than one per token and
+    request, matters: each wake-up is a GIL hand-over that can stall the engine thread for a whole
+    switch interval while the loop runs."""
 
-    def __init__(self, engine: Any, n: int):
-        self.engine, self.n = engine, n
-        self.loop = asyncio.get_running_loop()
-        self.buffer: deque[tuple[int, Event]] = deque()
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.items: deque[tuple[Job, tuple[int, Event]]] = deque()
+        self.pending = False
+
+    def post(self, job: Job, item: tuple[int, Event]) -> None:
+        self.items.append((job, item))
+        if not self.pending:
+            self.pending = True
+            try:
+                self.loop.call_soon_threadsafe(self._deliver)
+            except RuntimeError:  # the event loop is gone (server stopped): nobody is listening
+                pass
+
+    def _deliver(self) -> None:
+        self.pending = False
+        while self.items:
+            job, item = self.items.popleft()
+            job.buffer.append(item)
+            job.ready.set()
+
+
+class Job:
+    """The choices of one HTTP request; their events arrive through the server's mailbox."""
+
+    def __init__(self, engine: Any, n: int, mailbox: Mailbox):
+        self.engine, self.n, self.mailbox = engine, n, mailbox
+        self.buffer: deque[tuple[int, Event]] = deque()  # touched by the event loop only
         self.ready = asyncio.Event()
-        self.wake_pending = False
         self.tickets: list[Any] = []
         self.open = 0
 
     def _push(self, item: tuple[int, Event]) -> None:
-        """Called from the engine thread (or the loop, for refusals)."""
-        self.buffer.append(item)
-        if not self.wake_pending:
-            self.wake_pending = True
-            try:
-                self.loop.call_soon_threadsafe(self._wake)
-            except RuntimeError:  # the event loop is gone (server stopped): nobody is listening
-                pass
-
-    def _wake(self) -> None:
-        self.wake_pending = False
-        self.ready.set()
+        self.mailbox.post(self, item)
 
     def submit(self, prompt_index: int, ids: list[int], sampling: Sampling) -> None:
         base = prompt_index * self.n
@@ -94,11 +108,10 @@ class Job:
         while self.open:
             if not self.buffer:
                 self.ready.clear()
-                if not self.buffer:
-                    try:
-                        await asyncio.wait_for(self.ready.wait(), deadline - time.monotonic())
-                    except asyncio.TimeoutError:
-                        raise ApiError(504, f"generation did not finish within {timeout:g} s") from None
+                try:
+                    await asyncio.wait_for(self.ready.wait(), deadline - time.monotonic())
+                except asyncio.TimeoutError:
+                    raise ApiError(504, f"generation did not finish within {timeout:g} s") from None
                 continue
             index, event = self.buffer.popleft()
             if event.finish_reason == "abort":
@@ -122,6 +135,7 @@ class Server:
         self.max_prompt = min(settings.max_prompt_tokens, engine.max_context - 1)
         self.metrics = Metrics(lambda: float(engine.queued()))
         self.created = int(time.time())
+        self.mailbox: Mailbox | None = None
 
     def authorize(self, request: Any) -> None:
         if not self.settings.api_key:
@@ -152,7 +166,10 @@ class Server:
         scores = await self.score(texts)
         if self.engine.queued() >= self.settings.max_queue:
             raise ApiError(503, "the server is overloaded; retry later", None, "overloaded")
-        job = Job(self.engine, n)
+        loop = asyncio.get_running_loop()
+        if self.mailbox is None or self.mailbox.loop is not loop:
+            self.mailbox = Mailbox(loop)
+        job = Job(self.engine, n, self.mailbox)
         for i, ids in enumerate(prompts):
             if scores and self.guard.blocked(scores[i]):
                 job.refuse(i, self.guard.refusal)

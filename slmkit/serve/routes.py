@@ -37,20 +37,7 @@ def create_app(engine: Any, settings: ServeSettings, guard: Any = None) -> Any:
     app = FastAPI(title="slmkit", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
 
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, err: ApiError) -> Any:
-        headers = {"Retry-After": "1"} if err.status == 503 else None
-        return JSONResponse(err.body(), status_code=err.status, headers=headers)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, err: HTTPException) -> Any:
-        message = f"no route {request.method} {request.url.path}" if err.status_code in (404, 405) else err.detail
-        return JSONResponse(ApiError(err.status_code, str(message)).body(), status_code=err.status_code)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, err: Exception) -> Any:
-        log.exception("unexpected error serving %s", request.url.path)
-        return JSONResponse(ApiError(500, f"internal server error: {type(err).__name__}").body(), status_code=500)
+    add_error_handlers(app)
 
     @app.get("/health")
     async def health() -> Any:
@@ -84,6 +71,25 @@ def create_app(engine: Any, settings: ServeSettings, guard: Any = None) -> Any:
         return await server.serve(request, chat=True)
 
     return MetricsMiddleware(app, server)
+
+
+def add_error_handlers(app: Any) -> None:
+    """Every error leaves as an OpenAI-style body: ours, routing errors (404/405) and unexpected ones."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError) -> Any:
+        headers = {"Retry-After": "1"} if err.status == 503 else None
+        return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> Any:
+        message = f"no route {request.method} {request.url.path}" if err.status_code in (404, 405) else err.detail
+        return JSONResponse(ApiError(err.status_code, str(message)).body(), status_code=err.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, err: Exception) -> Any:
+        log.exception("unexpected error serving %s", request.url.path)
+        return JSONResponse(ApiError(500, f"internal server error: {type(err).__name__}").body(), status_code=500)
 
 
 class MetricsMiddleware:
