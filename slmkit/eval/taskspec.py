@@ -129,7 +129,9 @@ def load_items(spec: TaskSpec, prefer: str = "auto") -> tuple[list[dict], list[d
         random.Random(HOLDOUT_SEED).shuffle(order)
         held = set(order[:spec.fewshot_holdout])
         pool = [items[i] for i in sorted(held)]
-        items = [it for i, it in enumerate(items) if i not in held]
+        in_pool = {p["question"] for p in pool}
+        # Some sets repeat a question (MultiArith): a copy of an exemplar must not stay in the test items.
+        items = [it for i, it in enumerate(items) if i not in held and it["question"] not in in_pool]
     else:
         pool = []
     if not items:
