@@ -17,6 +17,17 @@ from slmkit.eval.taskspec import load_items, load_spec
 from slmkit.models.generate import Generation
 
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run faster on one thread, and far faster when the cores are shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 class KeywordJudge:
     """A rule-following test double for the Backend protocol: "correct" iff the reference appears."""
 

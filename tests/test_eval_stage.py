@@ -12,6 +12,17 @@ from slmkit.cli import main
 from slmkit.models.generate import Generation
 
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run faster on one thread, and far faster when the cores are shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 class GoldJudge:
     """Test double for a judge backend: "correct" iff the reference answer appears in the response."""
 

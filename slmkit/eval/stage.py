@@ -75,6 +75,7 @@ def _local_subjects(path: str, tokenizer: str | None, variants: list[str]) -> li
     from slmkit.eval.harness import Subject
     from slmkit.models.generate import generate
     from slmkit.models.load import load_model, load_tokenizer
+    from slmkit.models.prefix_decode import PrefixCachedDecoder
 
     from slmkit.models.build import count_parameters
 
@@ -84,8 +85,9 @@ def _local_subjects(path: str, tokenizer: str | None, variants: list[str]) -> li
     out = []
     for variant in ["original", *variants]:
         m = model if variant == "original" else compress(model, variant)
+        runtime = PrefixCachedDecoder(m)  # k-shot prompts share their exemplars: prefill them once
         out.append(Subject(name if variant == "original" else f"{name}@{variant}",
-                           lambda prompts, cfg, m=m: generate(m, tok, prompts, cfg, show_progress=False),
+                           lambda prompts, cfg, r=runtime: generate(r, tok, prompts, cfg, show_progress=False),
                            model=m, path=path, variant=variant, params=params))
     return out
 
