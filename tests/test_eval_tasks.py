@@ -93,3 +93,14 @@ def test_strategies_share_exemplars_within_a_seed():
     assert token_budget(spec, "cot") == spec.max_new_tokens_cot and token_budget(spec, "kshot", 7) == 7
     with pytest.raises(ConfigError, match="few-shot pool has only"):
         build_prompts(spec, items, pool[:2], "kshot", 3, 0)
+
+
+def test_jsonl_with_unicode_line_separators_round_trips(tmp_path):
+    from slmkit.artifacts import read_jsonl, write_jsonl
+    from slmkit.data.loaders import read_rows, write_rows
+
+    rows = [{"prompt": "a\u2028b\u0085c", "completion": "d", "answer": "1", "meta": {}}]
+    write_rows(tmp_path / "r.jsonl", rows)
+    assert read_rows(tmp_path / "r.jsonl") == rows
+    write_jsonl(tmp_path / "j.jsonl", rows)
+    assert read_jsonl(tmp_path / "j.jsonl") == rows
