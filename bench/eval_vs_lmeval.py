@@ -32,7 +32,7 @@ os.environ.setdefault("SLMKIT_QUIET", "1")
 from bench.common import check, info, report  # noqa: E402
 
 CACHE = Path(os.environ.get("SLMKIT_BENCH_CACHE", "/tmp/slmkit-bench-cache")) / "eval_vs_lmeval"
-MODELS = {"pico-short": ("pico", 150), "pico-long": ("pico", 600), "tiny": ("tiny", 400)}
+MODELS = {"pico-short": ("pico", 80), "pico-long": ("pico", 300), "tiny": ("tiny", 200)}
 GRID_TASKS = ["gsm8k", "svamp", "math_builtin", "sorting_8_positive", "arc_challenge"]
 N_THROUGHPUT, MAX_NEW, BATCH, K_SHOT = 64, 128, 32, 5
 
@@ -70,7 +70,7 @@ def prepare_models() -> dict[str, str]:
         if not (out / "model" / "config.json").exists():
             began = time.time()
             cfg = sft.Config(train_file=str(rows_file), tokenizer=str(tok_dir), preset=preset, steps=steps,
-                             batch_size=16, lr=2e-3, warmup_steps=20, max_length=384, log_every=50, seed=0)
+                             batch_size=8, lr=3e-3, warmup_steps=10, max_length=256, log_every=50, seed=0)
             sft.run(cfg, out)
             print(f"trained {name} ({preset}, {steps} steps) in {time.time() - began:.0f}s", flush=True)
         paths[name] = str(out / "model")
