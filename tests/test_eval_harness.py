@@ -3,7 +3,6 @@ an HTTP judge served by a real tiny model, and compressed variants."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 
@@ -16,39 +15,11 @@ from slmkit.eval.store import Store
 from slmkit.eval.taskspec import load_items, load_spec
 from slmkit.models.generate import Generation
 
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread, and far faster when the cores are shared."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-class KeywordJudge:
-    """A rule-following test double for the Backend protocol: "correct" iff the reference appears."""
-
-    calls = 0
-
-    def __init__(self, **_: object):
-        self.name = "keyword"
-
-    def generate(self, prompts, cfg):
-        KeywordJudge.calls += len(prompts)
-        out = []
-        for p in prompts:
-            gold = re.search(r"Reference answer: (.*)\n", p).group(1)
-            response = re.search(r"Student's response: (.*)\nIs the", p, re.S).group(1)
-            out.append(Generation(p, [" correct" if gold in response else " incorrect"], [1]))
-        return out
+from eval_helpers import GoldJudge, one_thread  # noqa: F401  (one_thread is an autouse fixture)
 
 
 def _settings(methods, seeds=(0, 1), strategies=("direct",)):
     return Settings(list(strategies), list(methods), list(seeds), 2, 8, 0.0, 1.0, 4, "plain", "strict", True)
-
 
 def _fake_subject(answers: dict[str, str], fail_after: int | None = None):
     calls = []
@@ -60,7 +31,6 @@ def _fake_subject(answers: dict[str, str], fail_after: int | None = None):
         return [Generation(p, [answers.get(p, "I think 3 * 4 = 12. The answer is 12.")], [5]) for p in prompts]
 
     return Subject("fake", gen), calls
-
 
 def test_killed_run_resumes_without_duplicates(tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "CHUNK", 3)
@@ -80,7 +50,6 @@ def test_killed_run_resumes_without_duplicates(tmp_path, monkeypatch):
     assert store.query("SELECT COUNT(*) AS n FROM predictions")[0]["n"] == 8
     assert store.query("SELECT COUNT(*) AS n FROM results")[0]["n"] == 1
 
-
 def test_greedy_zero_shot_is_generated_once_across_seeds(tmp_path):
     spec = load_spec("math_builtin")
     items, pool = load_items(spec)
@@ -90,15 +59,14 @@ def test_greedy_zero_shot_is_generated_once_across_seeds(tmp_path):
         run_cell(store, subject, "math_builtin", spec, items[:4], pool, "direct", seed, _settings(["flexible"]), {})
     assert len(calls) == 1 and store.query("SELECT COUNT(*) AS n FROM generations")[0]["n"] == 12
 
-
 def test_methods_score_the_same_generations(tmp_path):
     spec = load_spec("math_builtin")
     items = [{"id": str(i), "question": f"q{i}", "answer": "12"} for i in range(4)]
     rows = [{"item_id": "0", "output": "3 * 4 = 12.\n#### 12"}, {"item_id": "1", "output": "It is 12"},
             {"item_id": "2", "output": "no idea"}, {"item_id": "3", "output": "#### 13"}]
-    judge = Judge({"kind": "keyword"}, tmp_path / "cache.sqlite")
-    judge.backend = KeywordJudge()
-    KeywordJudge.calls = 0
+    judge = Judge({"kind": "gold"}, tmp_path / "cache.sqlite")
+    judge.backend = GoldJudge()
+    GoldJudge.calls = 0
     strict, s = score("strict", rows, items, spec, {"": judge})
     assert [p["correct"] for p in strict] == [True, False, False, False] and s["parse_failures"] == 2
     flexible, s = score("flexible", rows, items, spec, {"": judge})
@@ -108,24 +76,22 @@ def test_methods_score_the_same_generations(tmp_path):
     assert cascade[1]["trace"]["steps"][-1]["judge"] == judge.name
     judged, s = score("judge", rows, items, spec, {"": judge})
     assert [p["correct"] for p in judged] == [True, True, False, False]
-    assert s["judge_calls"] == 2 and KeywordJudge.calls == 4  # the two cascade verdicts came from the cache
+    assert s["judge_calls"] == 2 and GoldJudge.calls == 4  # the two cascade verdicts came from the cache
     assert flexible[1]["trace"] == {"raw": "It is 12", "gold": "12", "steps": [
         {"extractor": "last_number", "value": "12"}]}
     judge.close()
 
-
 def test_judge_cache_survives_a_new_judge(tmp_path):
-    KeywordJudge.calls = 0
-    j1 = Judge({"kind": "keyword", "name": "kw"}, tmp_path / "c.sqlite")
-    j1.backend = KeywordJudge()
+    GoldJudge.calls = 0
+    j1 = Judge({"kind": "gold", "name": "kw"}, tmp_path / "c.sqlite")
+    j1.backend = GoldJudge()
     first = j1.grade(["q"] * 3, ["5", "5", "6"], ["it is 5", "it is 5", "7"])
-    assert [g["verdict"] for g in first] == [True, True, False] and KeywordJudge.calls == 2  # duplicate asked once
-    j2 = Judge({"kind": "keyword", "name": "kw"}, tmp_path / "c.sqlite")
+    assert [g["verdict"] for g in first] == [True, True, False] and GoldJudge.calls == 2  # duplicate asked once
+    j2 = Judge({"kind": "gold", "name": "kw"}, tmp_path / "c.sqlite")
     second = j2.grade(["q"] * 3, ["5", "5", "6"], ["it is 5", "it is 5", "7"])
-    assert j2.backend is None and all(g["cached"] for g in second) and KeywordJudge.calls == 2
+    assert j2.backend is None and all(g["cached"] for g in second) and GoldJudge.calls == 2
     assert parse_verdict("Verdict: Incorrect.") is False and parse_verdict("yes!") is True
     assert parse_verdict("maybe") is None
-
 
 def _serve(model, tokenizer):
     """A small OpenAI-compatible /v1/completions server around a real (pico) model, on 127.0.0.1."""
@@ -157,7 +123,6 @@ def _serve(model, tokenizer):
         time.sleep(0.05)
     return server, f"http://127.0.0.1:{port}/v1"
 
-
 class HttpCompletions:
     """Minimal OpenAI-compatible client (used until the ``openai`` backend is on main)."""
 
@@ -170,7 +135,6 @@ class HttpCompletions:
         body = {"model": self.model, "prompt": prompts, "max_tokens": cfg.max_new_tokens, "stop": cfg.stop or None}
         choices = httpx.post(f"{self.base_url}/completions", json=body, timeout=120).json()["choices"]
         return [Generation(p, [c["text"]], [0]) for p, c in zip(prompts, sorted(choices, key=lambda c: c["index"]))]
-
 
 def test_http_judge_against_a_served_tiny_model(tmp_path, monkeypatch, decoder_model, tokenizer):
     from slmkit.backends import BACKENDS
@@ -189,7 +153,6 @@ def test_http_judge_against_a_served_tiny_model(tmp_path, monkeypatch, decoder_m
         assert again[0]["cached"] and again[0]["output"] == graded[0]["output"]
     finally:
         server.should_exit = True
-
 
 def test_compressed_variants(tmp_path, decoder_model, tokenizer):
     import torch

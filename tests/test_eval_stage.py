@@ -9,40 +9,15 @@ import sqlite3
 import pytest
 
 from slmkit.cli import main
-from slmkit.models.generate import Generation
+from eval_helpers import GoldJudge, one_thread  # noqa: F401  (one_thread is an autouse fixture)
 
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread, and far faster when the cores are shared."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-class GoldJudge:
-    """Test double for a judge backend: "correct" iff the reference answer appears in the response."""
-
-    def __init__(self, **_: object):
-        self.name = "gold"
-
-    def generate(self, prompts, cfg):
-        out = []
-        for p in prompts:
-            gold = re.search(r"Reference answer: (.*)\n", p).group(1)
-            response = re.search(r"Student's response: (.*)\nIs the", p, re.S).group(1)
-            out.append(Generation(p, ["correct" if gold in response else "incorrect"], [1]))
-        return out
 
 
 def test_eval_command_end_to_end(tmp_path, monkeypatch, capsys, decoder_model, tokenizer):
     from slmkit.backends import BACKENDS
     from slmkit.models.load import save_model
 
-    monkeypatch.setitem(BACKENDS, "gold", "test_eval_stage:GoldJudge")
+    monkeypatch.setitem(BACKENDS, "gold", "eval_helpers:GoldJudge")
     save_model(decoder_model, tokenizer, tmp_path / "pico")
     labels = tmp_path / "labels.jsonl"
     labels.write_text("".join(json.dumps(r) + "\n" for r in [

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
-
 from slmkit.models.generate import GenerateConfig, generate
 from slmkit.models.prefix_decode import PrefixCachedDecoder, common_prefix
 
+from eval_helpers import one_thread  # noqa: F401  (an autouse fixture)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread, and far faster when the cores are shared."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def test_common_prefix_leaves_each_prompt_a_token():
     assert common_prefix([[1, 2, 3, 4], [1, 2, 3, 5]]) == 3
     assert common_prefix([[1, 2], [1, 2, 3]]) == 1 and common_prefix([[7]]) == 0 and common_prefix([]) == 0
-
 
 def test_same_texts_as_generate(decoder_model, tokenizer, math_rows):
     shots = "\n\n".join(r["prompt"] + "\n" + r["completion"] for r in math_rows[:3])
@@ -34,7 +22,6 @@ def test_same_texts_as_generate(decoder_model, tokenizer, math_rows):
         assert [o.texts for o in ours] == [r.texts for r in ref]
         if stop:  # rows leave the batch when they stop; the budget is never exceeded
             assert all(o.n_tokens[0] <= 8 for o in ours)
-
 
 def test_sampling_and_encdec_take_the_ordinary_path(t5_model, decoder_model, tokenizer):
     cfg = GenerateConfig(max_new_tokens=4, temperature=0.8, seed=3)
