@@ -49,6 +49,8 @@ def compress(model: Any, variant: str, inplace: bool = False) -> Any:
     if variant not in VARIANTS:
         raise ModelError(f"unknown compression variant '{variant}' (known: {', '.join(VARIANTS)})")
     model = (model if inplace else copy.deepcopy(model)).eval()
+    if variant in ("int8", "int4"):
+        model = model.to("cpu")  # their kernels (fbgemm/x86 int8, aten int4) are CPU kernels
     if variant == "int8":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch 2.13 deprecates eager quantization in favour of torchao
@@ -178,14 +180,15 @@ def disk_bytes(model: Any) -> int:
 
     flat: dict[str, Any] = {}
     seen: set[int] = set()
+    alive = []  # derived tensors (int_repr, scales) stay referenced so no data_ptr is reused while deduping
     for name, value in model.state_dict(keep_vars=True).items():
         parts: dict[str, Any] = {}
         _plain_tensors(value, name, parts)
+        alive.append(parts)
         for key, tensor in parts.items():
-            ident = id(tensor) if not hasattr(tensor, "data_ptr") else tensor.data_ptr()
-            if ident in seen and tensor.numel():
+            if tensor.numel() and tensor.data_ptr() in seen:
                 continue  # tied weights are stored once
-            seen.add(ident)
+            seen.add(tensor.data_ptr())
             flat[key] = tensor.contiguous().clone()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.safetensors"

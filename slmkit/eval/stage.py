@@ -33,6 +33,7 @@ class Config:
     temperature: float = field(0.0, doc="sampling temperature (0 = greedy)")
     top_p: float = field(1.0, doc="nucleus mass when sampling")
     batch_size: int = field(32, doc="prompts per generation batch")
+    device: str = field("auto", doc="device of local models: auto (cuda if available), cpu, cuda, cuda:1, ...")
     prompt_format: str = field("plain", doc="plain or chat (the tokenizer's chat template)")
     judges: list[dict[str, Any]] = field(factory=list, doc="judge backends {kind, name?, prompt?, ...}")
     judge_max_new_tokens: int = field(8, doc="tokens a judge may write for its verdict")
@@ -70,7 +71,13 @@ def _check(cfg: Config) -> None:
         raise ConfigError("eval: seeds must list at least one seed")
 
 
-def _local_subjects(path: str, tokenizer: str | None, variants: list[str]) -> list[Any]:
+def _device(name: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def _local_subjects(path: str, tokenizer: str | None, variants: list[str], device: str = "cpu") -> list[Any]:
     from slmkit.eval.compress import compress
     from slmkit.eval.harness import Subject
     from slmkit.models.generate import generate
@@ -79,7 +86,7 @@ def _local_subjects(path: str, tokenizer: str | None, variants: list[str]) -> li
 
     from slmkit.models.build import count_parameters
 
-    model, tok = load_model(path), load_tokenizer(tokenizer or path)
+    model, tok = load_model(path, device=device), load_tokenizer(tokenizer or path)
     name = Path(path).name if Path(path).exists() else path
     params = count_parameters(model)
     out = []
@@ -98,7 +105,8 @@ def _subjects(cfg: Config) -> list[Any]:
 
     subjects = []
     for i, path in enumerate([p for p in [cfg.model, *cfg.models] if p]):
-        subjects += _local_subjects(path, cfg.tokenizer if i == 0 and cfg.model else None, cfg.compress)
+        subjects += _local_subjects(path, cfg.tokenizer if i == 0 and cfg.model else None, cfg.compress,
+                                    _device(cfg.device))
     for spec in cfg.backends:
         spec = dict(spec)
         name = str(spec.pop("name", "")) or f"{spec.get('kind')}:{spec.get('model', '')}"
