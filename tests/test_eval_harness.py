@@ -18,8 +18,8 @@ from slmkit.models.generate import Generation
 from eval_helpers import GoldJudge, one_thread  # noqa: F401  (one_thread is an autouse fixture)
 
 
-def _settings(methods, seeds=(0, 1), strategies=("direct",)):
-    return Settings(list(strategies), list(methods), list(seeds), 2, 8, 0.0, 1.0, 4, "plain", "strict", True)
+def _settings(methods, seeds=(0, 1), strategies=("direct",), k=2):
+    return Settings(list(strategies), list(methods), list(seeds), k, 8, 0.0, 1.0, 4, "plain", "strict", True)
 
 def _fake_subject(answers: dict[str, str], fail_after: int | None = None):
     calls = []
@@ -49,6 +49,9 @@ def test_killed_run_resumes_without_duplicates(tmp_path, monkeypatch):
     run_cell(store, subject, "math_builtin", spec, items, pool, "kshot", 0, _settings(["strict"]), {})
     assert store.query("SELECT COUNT(*) AS n FROM predictions")[0]["n"] == 8
     assert store.query("SELECT COUNT(*) AS n FROM results")[0]["n"] == 1
+    subject, calls = _fake_subject({})  # other exemplars: stored outputs no longer apply, all regenerated
+    run_cell(store, subject, "math_builtin", spec, items, pool, "kshot", 0, _settings(["strict"], k=3), {})
+    assert sum(len(c) for c in calls) == 8 and store.query("SELECT COUNT(*) AS n FROM generations")[0]["n"] == 8
 
 def test_greedy_zero_shot_is_generated_once_across_seeds(tmp_path):
     spec = load_spec("math_builtin")

@@ -55,9 +55,15 @@ class Settings:
 def generate_cell(store: Store, subject: Subject, task: str, strategy: str, seed: int,
                   prompts: list[str], items: list[dict], gen: Any, reuse: bool) -> list[dict]:
     """Outputs for every item, generating only what the store lacks; returns rows in item order."""
-    done = store.done_items(subject.name, task, strategy, seed)
+    import json
+    from dataclasses import asdict
+
+    key = json.dumps({k: v for k, v in asdict(gen).items() if k not in ("seed", "batch_size")}, sort_keys=True)
+    stored = store.done_items(subject.name, task, strategy, seed)
+    done = {it["id"]: stored[it["id"]] for it, p in zip(items, prompts)
+            if it["id"] in stored and stored[it["id"]]["prompt"] == p and stored[it["id"]]["gen"] == key}
     if reuse and len(done) < len(items):
-        copied = _reusable(store, subject.name, task, strategy, seed, prompts, items, done)
+        copied = _reusable(store, subject.name, task, strategy, seed, prompts, items, done, key)
         store.add_generations(subject.name, task, strategy, seed, copied)
         done.update({r["item_id"]: r for r in copied})
     todo = [i for i, item in enumerate(items) if item["id"] not in done]
@@ -67,17 +73,17 @@ def generate_cell(store: Store, subject: Subject, task: str, strategy: str, seed
         outs = subject.generate([prompts[i] for i in chunk], gen)
         per = (time.perf_counter() - began) / len(chunk)
         rows = [{"item_id": items[i]["id"], "prompt": prompts[i], "output": o.texts[0],
-                 "n_tokens": o.n_tokens[0], "seconds": per} for i, o in zip(chunk, outs)]
+                 "n_tokens": o.n_tokens[0], "seconds": per, "gen": key} for i, o in zip(chunk, outs)]
         store.add_generations(subject.name, task, strategy, seed, rows)
         done.update({r["item_id"]: r for r in rows})
     return [{"item_id": it["id"], **done[it["id"]]} for it in items]
 
 
 def _reusable(store: Store, model: str, task: str, strategy: str, seed: int, prompts: list[str],
-              items: list[dict], done: dict) -> list[dict]:
-    """Greedy outputs of other seeds for identical prompts (same model, task and strategy)."""
-    rows = store.query("SELECT item_id, prompt, output, n_tokens, seconds FROM generations WHERE model=? "
-                       "AND task=? AND strategy=? AND seed!=?", (model, task, strategy, seed))
+              items: list[dict], done: dict, key: str) -> list[dict]:
+    """Greedy outputs of other seeds for identical prompts and settings (same model, task and strategy)."""
+    rows = store.query("SELECT item_id, prompt, output, n_tokens, seconds, gen FROM generations WHERE model=? "
+                       "AND task=? AND strategy=? AND seed!=? AND gen=?", (model, task, strategy, seed, key))
     by_key = {(r["item_id"], r["prompt"]): r for r in rows}
     return [by_key[(it["id"], p)] for it, p in zip(items, prompts)
             if it["id"] not in done and (it["id"], p) in by_key]

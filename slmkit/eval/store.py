@@ -2,8 +2,9 @@
 
 Tables (primary keys make every write idempotent, so a killed run resumes without duplicates):
 
-- ``generations``: model × task × strategy × seed × item — prompt, raw output, token count, seconds.
-  Written in chunks as generation proceeds; a resumed run generates only the missing items.
+- ``generations``: model × task × strategy × seed × item — prompt, raw output, token count, seconds and
+  the decoding settings. Written in chunks as generation proceeds; a resumed run generates only the
+  missing items, and an item whose prompt or settings changed since is generated again (replaced).
 - ``predictions``: … × method — extracted answer, correctness and the raw → extracted ``trace`` (JSON:
   which extractor or judge produced what, normalised value, gold).
 - ``results``: one row per model × task × strategy × method × seed — n, accuracy, parse failures.
@@ -25,7 +26,7 @@ from typing import Any, Iterable
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS generations (
   model TEXT, task TEXT, strategy TEXT, seed INTEGER, item_id TEXT, prompt TEXT, output TEXT,
-  n_tokens INTEGER, seconds REAL, PRIMARY KEY (model, task, strategy, seed, item_id));
+  n_tokens INTEGER, seconds REAL, gen TEXT, PRIMARY KEY (model, task, strategy, seed, item_id));
 CREATE TABLE IF NOT EXISTS predictions (
   model TEXT, task TEXT, strategy TEXT, method TEXT, seed INTEGER, item_id TEXT, extracted TEXT,
   correct INTEGER, trace TEXT, PRIMARY KEY (model, task, strategy, method, seed, item_id));
@@ -59,18 +60,19 @@ class Store:
         self.db.close()
 
     def done_items(self, model: str, task: str, strategy: str, seed: int) -> dict[str, dict]:
-        """Generations already stored for this cell: item id -> {prompt, output, n_tokens, seconds}."""
-        rows = self.db.execute("SELECT item_id, prompt, output, n_tokens, seconds FROM generations WHERE "
+        """Generations already stored for this cell: item id -> {prompt, output, n_tokens, seconds, gen}."""
+        rows = self.db.execute("SELECT item_id, prompt, output, n_tokens, seconds, gen FROM generations WHERE "
                                "model=? AND task=? AND strategy=? AND seed=?", (model, task, strategy, seed))
-        return {r[0]: {"prompt": r[1], "output": r[2], "n_tokens": r[3], "seconds": r[4]} for r in rows}
+        return {r[0]: {"prompt": r[1], "output": r[2], "n_tokens": r[3], "seconds": r[4], "gen": r[5]}
+                for r in rows}
 
     def add_generations(self, model: str, task: str, strategy: str, seed: int, rows: Iterable[dict]) -> None:
-        """Insert a chunk of generations in one transaction (existing keys are kept, never duplicated)."""
+        """Write a chunk of generations in one transaction (one row per key: never duplicated)."""
         with self.db:
             self.db.executemany(
-                "INSERT OR IGNORE INTO generations VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO generations VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [(model, task, strategy, seed, r["item_id"], r["prompt"], r["output"], r["n_tokens"],
-                  r["seconds"]) for r in rows])
+                  r["seconds"], r["gen"]) for r in rows])
 
     def put_predictions(self, model: str, task: str, strategy: str, method: str, seed: int,
                         preds: list[dict], summary: dict[str, Any], task_version: int) -> None:
