@@ -23,7 +23,7 @@ class Config:
     tokenizer: str | None = field(None, doc="tokenizer of 'model' (default: the model's own)", input=True)
     models: list[str] = field(factory=list, doc="more model folders or hub ids, evaluated side by side")
     backends: list[dict[str, Any]] = field(factory=list, doc="models behind backends: {kind, name, ...}")
-    tasks: list[str] = field(factory=lambda: ["gsm8k"], doc="eval task names (slmkit list eval-tasks) or YAML paths")
+    tasks: list[str] = field(factory=lambda: ["gsm8k"], doc="eval task names (slmkit eval --list-tasks) or YAML paths")
     strategies: list[str] = field(factory=lambda: ["direct", "cot", "kshot", "kshot_cot"], doc="prompting strategies")
     methods: list[str] = field(factory=lambda: ["strict", "flexible"], doc="strict, flexible, judge, cascade")
     k_shot: int = field(4, doc="exemplars in k-shot strategies")
