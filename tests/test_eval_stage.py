@@ -72,3 +72,10 @@ def test_help_lists_eval_and_leaderboard(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "eval" in out and "leaderboard" in out and "exact_match" in out
+
+
+def test_model_names_are_short_and_distinct():
+    from slmkit.eval.stage import model_names
+
+    assert model_names(["/r/a/model", "/r/b/model", "/r/c/tiny"]) == ["a/model", "b/model", "tiny"]
+    assert model_names(["x/tiny", "y/tiny", "Qwen/Qwen2.5-0.5B"]) == ["x/tiny", "y/tiny", "Qwen2.5-0.5B"]

@@ -77,7 +77,21 @@ def _device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
-def _local_subjects(path: str, tokenizer: str | None, variants: list[str], device: str = "cpu") -> list[Any]:
+def model_names(paths: list[str]) -> list[str]:
+    """Short distinct names: the shortest path tails that tell the models apart ("02_sft/model", not "model")."""
+    parts = [[p for p in Path(path).parts if p not in ("/", ".")] or [path] for path in paths]
+    depth = [1 if len(p) == 1 or p[-1] not in ("model", "final", "merged") else 2 for p in parts]
+    while True:
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+        clash = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(parts[i])]
+        if not clash:
+            return names
+        for i in clash:
+            depth[i] += 1
+
+
+def _local_subjects(path: str, tokenizer: str | None, variants: list[str], device: str = "cpu",
+                    name: str | None = None) -> list[Any]:
     from slmkit.eval.compress import compress
     from slmkit.eval.harness import Subject
     from slmkit.models.generate import generate
@@ -87,7 +101,7 @@ def _local_subjects(path: str, tokenizer: str | None, variants: list[str], devic
     from slmkit.models.build import count_parameters
 
     model, tok = load_model(path, device=device), load_tokenizer(tokenizer or path)
-    name = Path(path).name if Path(path).exists() else path
+    name = name or model_names([path])[0]
     params = count_parameters(model)
     out = []
     for variant in ["original", *variants]:
@@ -104,9 +118,10 @@ def _subjects(cfg: Config) -> list[Any]:
     from slmkit.eval.harness import Subject
 
     subjects = []
-    for i, path in enumerate([p for p in [cfg.model, *cfg.models] if p]):
+    paths = [p for p in [cfg.model, *cfg.models] if p]
+    for i, (path, name) in enumerate(zip(paths, model_names(paths))):
         subjects += _local_subjects(path, cfg.tokenizer if i == 0 and cfg.model else None, cfg.compress,
-                                    _device(cfg.device))
+                                    _device(cfg.device), name)
     for spec in cfg.backends:
         spec = dict(spec)
         name = str(spec.pop("name", "")) or f"{spec.get('kind')}:{spec.get('model', '')}"
@@ -116,8 +131,8 @@ def _subjects(cfg: Config) -> list[Any]:
     if len(set(names)) != len(names):
         from slmkit.errors import ConfigError
 
-        raise ConfigError(f"eval: two models share the name '{[n for n in names if names.count(n) > 1][0]}'; "
-                          "give backends a distinct name")
+        raise ConfigError(f"eval: two models share the name '{[n for n in names if names.count(n) > 1][0]}' "
+                          "(the same model listed twice, or a backend without a distinct name)")
     return subjects
 
 
