@@ -19,6 +19,7 @@ one intra-op thread (the machine's two cores are shared). Run:
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import time
@@ -180,7 +181,7 @@ def grid(paths: dict[str, str]) -> list:
     code = main(args)
     wall = time.perf_counter() - began
     section = (runs / "grid" / "00_eval" / "report_section.md").read_text()
-    cells = len(__import__("re").findall(r"\d\.\d{3} ± \d\.\d{3}", section))
+    cells = len(re.findall(r"\d\.\d{3} ± \d\.\d{3}", section))
     print(section[:3000], flush=True)
     return [info("grid: cells (model × task × strategy × method, each over 3 seeds)", cells),
             check("grid: exit code", code, "<=", 0),
