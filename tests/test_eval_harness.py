@@ -21,6 +21,7 @@ from eval_helpers import GoldJudge, one_thread  # noqa: F401  (one_thread is an 
 def _settings(methods, seeds=(0, 1), strategies=("direct",), k=2):
     return Settings(list(strategies), list(methods), list(seeds), k, 8, 0.0, 1.0, 4, "plain", "strict", True)
 
+
 def _fake_subject(answers: dict[str, str], fail_after: int | None = None):
     calls = []
 
@@ -31,6 +32,7 @@ def _fake_subject(answers: dict[str, str], fail_after: int | None = None):
         return [Generation(p, [answers.get(p, "I think 3 * 4 = 12. The answer is 12.")], [5]) for p in prompts]
 
     return Subject("fake", gen), calls
+
 
 def test_killed_run_resumes_without_duplicates(tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "CHUNK", 3)
@@ -53,6 +55,7 @@ def test_killed_run_resumes_without_duplicates(tmp_path, monkeypatch):
     run_cell(store, subject, "math_builtin", spec, items, pool, "kshot", 0, _settings(["strict"], k=3), {})
     assert sum(len(c) for c in calls) == 8 and store.query("SELECT COUNT(*) AS n FROM generations")[0]["n"] == 8
 
+
 def test_greedy_zero_shot_is_generated_once_across_seeds(tmp_path):
     spec = load_spec("math_builtin")
     items, pool = load_items(spec)
@@ -61,6 +64,7 @@ def test_greedy_zero_shot_is_generated_once_across_seeds(tmp_path):
     for seed in (0, 1, 2):
         run_cell(store, subject, "math_builtin", spec, items[:4], pool, "direct", seed, _settings(["flexible"]), {})
     assert len(calls) == 1 and store.query("SELECT COUNT(*) AS n FROM generations")[0]["n"] == 12
+
 
 def test_methods_score_the_same_generations(tmp_path):
     spec = load_spec("math_builtin")
@@ -84,6 +88,7 @@ def test_methods_score_the_same_generations(tmp_path):
         {"extractor": "last_number", "value": "12"}]}
     judge.close()
 
+
 def test_judge_cache_survives_a_new_judge(tmp_path):
     GoldJudge.calls = 0
     j1 = Judge({"kind": "gold", "name": "kw"}, tmp_path / "c.sqlite")
@@ -95,6 +100,7 @@ def test_judge_cache_survives_a_new_judge(tmp_path):
     assert j2.backend is None and all(g["cached"] for g in second) and GoldJudge.calls == 2
     assert parse_verdict("Verdict: Incorrect.") is False and parse_verdict("yes!") is True
     assert parse_verdict("maybe") is None
+
 
 def _serve(model, tokenizer):
     """A small OpenAI-compatible /v1/completions server around a real (pico) model, on 127.0.0.1."""
@@ -126,28 +132,12 @@ def _serve(model, tokenizer):
         time.sleep(0.05)
     return server, f"http://127.0.0.1:{port}/v1"
 
-class HttpCompletions:
-    """Minimal OpenAI-compatible client (used until the ``openai`` backend is on main)."""
 
-    def __init__(self, base_url: str, model: str = "pico"):
-        self.name, self.base_url, self.model = f"http:{model}", base_url, model
-
-    def generate(self, prompts, cfg):
-        import httpx
-
-        body = {"model": self.model, "prompt": prompts, "max_tokens": cfg.max_new_tokens, "stop": cfg.stop or None}
-        choices = httpx.post(f"{self.base_url}/completions", json=body, timeout=120).json()["choices"]
-        return [Generation(p, [c["text"]], [0]) for p, c in zip(prompts, sorted(choices, key=lambda c: c["index"]))]
-
-def test_http_judge_against_a_served_tiny_model(tmp_path, monkeypatch, decoder_model, tokenizer):
-    from slmkit.backends import BACKENDS
-
+def test_http_judge_against_a_served_tiny_model(tmp_path, decoder_model, tokenizer):
+    """The ``openai`` backend as a judge, talking to a real tiny model behind HTTP."""
     server, url = _serve(decoder_model, tokenizer)
     try:
         spec = {"kind": "openai", "base_url": url, "model": "pico"}
-        if "openai" not in BACKENDS:
-            monkeypatch.setitem(BACKENDS, "http_test", "test_eval_harness:HttpCompletions")
-            spec["kind"] = "http_test"
         judge = Judge(spec, tmp_path / "c.sqlite", max_new_tokens=4)
         graded = judge.grade(["1 + 1?", "2 + 2?"], ["2", "4"], ["2", "5"])
         assert len(graded) == 2 and judge.calls == 2
@@ -156,6 +146,7 @@ def test_http_judge_against_a_served_tiny_model(tmp_path, monkeypatch, decoder_m
         assert again[0]["cached"] and again[0]["output"] == graded[0]["output"]
     finally:
         server.should_exit = True
+
 
 def test_compressed_variants(tmp_path, decoder_model, tokenizer):
     import torch
