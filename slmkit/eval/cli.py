@@ -91,7 +91,9 @@ def _find_store(path: Path) -> Path:
     found = sorted(path.rglob("results.sqlite"))
     if not found:
         raise ConfigError(f"{path}: no results.sqlite found (run slmkit eval first)")
-    return found[-1]
+    if len(found) > 1:
+        raise ConfigError(f"{path} holds several results stores; name one: " + ", ".join(map(str, found)))
+    return found[0]
 
 
 def _print_board(db: Path, task: str | None = None, method: str | None = None,
