@@ -18,6 +18,8 @@ from slmkit.stages import STAGES
 
 COMMANDS: dict[str, str] = {
     "serve": "slmkit.serve.cli:main",
+    "eval": "slmkit.eval.cli:eval_main",
+    "leaderboard": "slmkit.eval.cli:leaderboard_main",
 }
 """Feature commands: verb -> "module:function"; the function takes the remaining argv and returns an exit code."""
 
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     for verb in COMMANDS:
         sub.add_parser(verb, help=f"{verb} (see slmkit {verb} --help)", add_help=False)
     for stage in STAGES:
+        if stage in COMMANDS:
+            continue  # the feature command of the same name wraps the stage (e.g. slmkit eval)
         sp = sub.add_parser(stage, help=f"run the '{stage}' stage alone (key=value fields)")
         sp.add_argument("overrides", nargs="*", help="field=value pairs")
         sp.add_argument("--config", help="YAML file with the stage's fields")

@@ -1,8 +1,8 @@
 """Reports: a run folder's results as ``report.md`` and a self-contained ``report.html``; no computation.
 
 Reads each stage folder's ``result.json`` (headline metrics, wall time), ``metrics.jsonl`` (curves) and, if
-a stage wrote one, ``report_section.md`` (its own tables) and ``*.png`` plots. Draws one loss-curve plot
-(training loss, and eval loss where logged) per training stage. Writes ``<run>/report.md``,
+a stage wrote one, ``report_section.md`` (its own tables; pipe tables become HTML tables) and ``*.png``
+plots. Draws one loss-curve plot (training loss, and eval loss where logged) per training stage. Writes ``<run>/report.md``,
 ``<run>/report.html`` and ``<run>/plots/*.png``.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,42 @@ def _html(name: str, stages, plots, sections) -> str:
     imgs = "".join(f'<figure><img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
                    f'{base64.b64encode(p.read_bytes()).decode()}"/><figcaption>{html.escape(p.stem)}'
                    f"</figcaption></figure>" for p in plots)
-    secs = "".join(f"<h2>{html.escape(t)}</h2><pre>{html.escape(s)}</pre>" for t, s in sections)
+    secs = "".join(f"<h2>{html.escape(t)}</h2>{_section_html(s)}" for t, s in sections)
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}img{max-width:100%}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
             f"<style>{style}</style></head><body><h1>Report: {html.escape(name)}</h1>"
             f"<table>{head}{body}</table>{imgs}{secs}</body></html>\n")
+
+
+def _section_html(text: str) -> str:
+    """A stage's markdown section as HTML: pipe tables become tables, ``###`` headings and **bold** render."""
+    out, table = [], []
+
+    def inline(line: str) -> str:
+        return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(line))
+
+    def flush() -> None:
+        if table:
+            rows = [r for r in table if not re.fullmatch(r"\|?(\s*:?-+:?\s*\|)+\s*", r)]
+            cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
+            head = "".join(f"<th>{inline(c)}</th>" for c in cells[0])
+            body = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
+            out.append(f"<table><tr>{head}</tr>{body}</table>")
+            table.clear()
+
+    for line in text.splitlines():
+        if line.strip().startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")), 6)
+            out.append(f"<h{level}>{inline(line.lstrip('#').strip())}</h{level}>")
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    flush()
+    return "".join(out)
 
 
 def _loss_plot(folder: Path, out_dir: Path) -> Path | None:

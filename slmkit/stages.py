@@ -18,6 +18,7 @@ STAGES: dict[str, str] = {
     "exact_match": "slmkit.eval.exact_match",
     "preference": "slmkit.train.preference",
     "practice": "slmkit.train.practice",
+    "eval": "slmkit.eval.stage",
 }
 
 

@@ -71,8 +71,12 @@ def _open_text(path: Path) -> str:
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line number, object)`` for each non-blank line of a jsonl file."""
-    for number, line in enumerate(_open_text(path).splitlines(), start=1):
+    """Yield ``(line number, object)`` for each non-blank line of a jsonl file.
+
+    Lines end at "\n" only: ``str.splitlines`` would also split inside strings holding U+2028 or U+0085,
+    which ``json.dumps(ensure_ascii=False)`` writes raw (GSM8K has them).
+    """
+    for number, line in enumerate(_open_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
