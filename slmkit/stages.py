@@ -16,6 +16,8 @@ STAGES: dict[str, str] = {
     "tokenizer": "slmkit.models.tokenizer",
     "sft": "slmkit.train.sft",
     "exact_match": "slmkit.eval.exact_match",
+    "export": "slmkit.deploy.stage",
+    "efficiency": "slmkit.bench.stage",
 }
 
 
