@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "serve": "slmkit.serve.cli:main",
     "eval": "slmkit.eval.cli:eval_main",
     "leaderboard": "slmkit.eval.cli:leaderboard_main",
+    "bench": "slmkit.bench.cli:main",
 }
 """Feature commands: verb -> "module:function"; the function takes the remaining argv and returns an exit code."""
 

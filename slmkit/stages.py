@@ -19,6 +19,8 @@ STAGES: dict[str, str] = {
     "preference": "slmkit.train.preference",
     "practice": "slmkit.train.practice",
     "eval": "slmkit.eval.stage",
+    "export": "slmkit.deploy.stage",
+    "efficiency": "slmkit.bench.stage",
 }
 
 

@@ -49,3 +49,24 @@ def encdec_model(tokenizer):
     from slmkit.models.build import build
 
     return build("encdec", "pico", tokenizer=tokenizer, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_dirs(tokenizer, math_rows, tmp_path_factory):
+    """Pico decoder and encdec briefly trained on math and saved: unlike random models, whose greedy output
+    repeats one token, their outputs vary with the input, so parity checks between runtimes mean something."""
+    from slmkit.models.build import build
+    from slmkit.models.load import save_model
+    from slmkit.train.loop import TrainArgs, train
+    from slmkit.train.sft import sft_job
+
+    root = tmp_path_factory.mktemp("trained")
+    args = TrainArgs(steps=60, batch_size=16, lr=1e-2, warmup_steps=5, max_length=128, log_every=100, seed=0)
+    cfg = type("C", (), {"prompt_format": "plain", "max_length": 128})()
+    dirs = {}
+    for arch in ("decoder", "encdec"):
+        model = build(arch, "pico", tokenizer=tokenizer, seed=0)
+        model, _ = train(model, sft_job(model, tokenizer, math_rows[:400], None, cfg), args, root / f"{arch}_run",
+                         fingerprint="fp")
+        dirs[arch] = save_model(model, tokenizer, root / arch)
+    return dirs

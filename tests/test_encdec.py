@@ -12,17 +12,8 @@ from slmkit.models.pairs import decoder_params, encdec_params, matched_pair, pai
 
 
 @pytest.fixture(scope="module")
-def trained_encdec(tokenizer, math_rows, tmp_path_factory):
-    """A pico encdec trained briefly, so greedy outputs vary with the input (random models repeat one token)."""
-    from slmkit.train.loop import TrainArgs, train
-    from slmkit.train.sft import sft_job
-
-    model = build("encdec", "pico", tokenizer=tokenizer, seed=0)
-    cfg = type("C", (), {"prompt_format": "plain", "max_length": 128})()
-    job = sft_job(model, tokenizer, math_rows[:400], None, cfg)
-    args = TrainArgs(steps=60, batch_size=16, lr=1e-2, warmup_steps=5, max_length=128, log_every=100, seed=0)
-    model, _ = train(model, job, args, tmp_path_factory.mktemp("encdec_run"), fingerprint="fp")
-    return model.eval()
+def trained_encdec(trained_dirs):
+    return load_model(str(trained_dirs["encdec"])).eval()
 
 
 def test_shape_tying_and_special_tokens(tokenizer, encdec_model):

@@ -81,11 +81,16 @@ def _generate_batch(model: Any, tokenizer: Any, batch: list[list[int]], cfg: Gen
         kwargs.update(stop_strings=list(cfg.stop), tokenizer=tokenizer)
     out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
     new = out[:, 1:] if encdec else out[:, input_ids.shape[1]:]
+    return decode_new_tokens(tokenizer, new.tolist(), cfg.stop)
+
+
+def decode_new_tokens(tokenizer: Any, rows: list[list[int]], stop: list[str]) -> tuple[list[str], list[int]]:
+    """Texts (cut at EOS and stop strings) and generated-token counts (EOS included) of new-token rows."""
     texts, counts = [], []
-    for row in new.tolist():
-        row = _until_eos(row, tokenizer.eos_token_id)
+    for row in rows:
+        row = until_eos(row, tokenizer.eos_token_id)
         counts.append(len(row))
-        texts.append(cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), cfg.stop))
+        texts.append(cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stop))
     return texts, counts
 
 
@@ -103,7 +108,7 @@ def pad_batch(batch: list[list[int]], pad_id: int, left: bool) -> tuple[Any, Any
     return ids, mask
 
 
-def _until_eos(row: list[int], eos_id: int) -> list[int]:
+def until_eos(row: list[int], eos_id: int) -> list[int]:
     """Generated tokens up to and including the first EOS (generate pads only after a sequence ends)."""
     return row[:row.index(eos_id) + 1] if eos_id in row else row
 

@@ -18,9 +18,10 @@ from slmkit.train.batching import IGNORE
 def forward_logits(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
     """``(logits, labels)`` with ``logits[:, t]`` predicting ``labels[:, t]``, for either architecture kind."""
     if "decoder_input_ids" in batch:
+        extra = {"pixel_values": batch["pixel_values"]} if "pixel_values" in batch else {}  # vision input
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                     decoder_input_ids=batch["decoder_input_ids"],
-                    decoder_attention_mask=batch["decoder_attention_mask"], use_cache=False)
+                    decoder_attention_mask=batch["decoder_attention_mask"], use_cache=False, **extra)
         return out.logits, batch["labels"]
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
     return out.logits[:, :-1], batch["labels"][:, 1:]
