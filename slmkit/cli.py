@@ -16,7 +16,9 @@ from pathlib import Path
 from slmkit.errors import SlmkitError
 from slmkit.stages import STAGES
 
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "merge": "slmkit.merge.command:main",
+}
 """Feature commands: verb -> "module:function"; the function takes the remaining argv and returns an exit code."""
 
 
@@ -63,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     for verb in COMMANDS:
         sub.add_parser(verb, help=f"{verb} (see slmkit {verb} --help)", add_help=False)
     for stage in STAGES:
+        if stage in COMMANDS:  # e.g. merge: the command form (slmkit merge CONFIG OUT) takes the verb
+            continue
         sp = sub.add_parser(stage, help=f"run the '{stage}' stage alone (key=value fields)")
         sp.add_argument("overrides", nargs="*", help="field=value pairs")
         sp.add_argument("--config", help="YAML file with the stage's fields")

@@ -16,6 +16,7 @@ STAGES: dict[str, str] = {
     "tokenizer": "slmkit.models.tokenizer",
     "sft": "slmkit.train.sft",
     "exact_match": "slmkit.eval.exact_match",
+    "merge": "slmkit.merge.stage",
 }
 
 
