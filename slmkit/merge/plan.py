@@ -76,12 +76,22 @@ def plan_merges(docs: list[MergeDoc], output: Path, intermediate: Path, shard_si
             method = get_method(doc.config.merge_method)
         except ConfigError as err:
             raise doc.where.at("merge_method").fail(str(err)) from None
+        _check_order(doc, names[i:])
         out = output if i == len(docs) - 1 else intermediate / str(doc.config.name)
         plan = plan_one(doc, method, out, done, shard_size)
         plans.append(plan)
         if doc.config.name:
             done[doc.config.name] = output_files(plan)
     return plans
+
+
+def _check_order(doc: MergeDoc, later: list[str | None]) -> None:
+    """A merge may use the output of an earlier merge of its file, never its own or a later one."""
+    refs = [(doc.where.at("base_model"), doc.config.base_model)]
+    refs += [(doc.where.at("models").at(i).at("model"), m.model) for i, m in enumerate(doc.config.models)]
+    for where, ref in refs:
+        if ref is not None and ref in later:
+            raise where.fail(f"'{ref}' is this merge or a later one; a merge can only use earlier merges")
 
 
 def plan_one(doc: MergeDoc, method: MergeMethod, output: Path, done: dict[str, ModelFiles],
