@@ -17,6 +17,7 @@ STAGES: dict[str, str] = {
     "sft": "slmkit.train.sft",
     "exact_match": "slmkit.eval.exact_match",
     "merge": "slmkit.merge.stage",
+    "exact_match_table": "slmkit.eval.table",
 }
 
 
