@@ -27,16 +27,16 @@ def breadcrumbs(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[flo
                 gamma: Sequence[float], rescale: bool = False, normalize: bool = False,
                 lambda_: float = 1.0) -> Tensor:
     """Outlier- and small-entry-trimmed task vectors, summed with their weights."""
-    deltas = _deltas(base, tensors, density, gamma, rescale)
-    return combine(base, deltas, weight, consensus=False, normalize=normalize, lambda_=lambda_)
+    return combine(base, _deltas(base, tensors, density, gamma, rescale), weight, consensus=False,
+                   normalize=normalize, lambda_=lambda_)
 
 
 def breadcrumbs_ties(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float],
                      density: Sequence[float], gamma: Sequence[float], rescale: bool = False,
                      normalize: bool = False, lambda_: float = 1.0, int8_mask: bool = False) -> Tensor:
     """Breadcrumbs trimming, then TIES's sign election and disjoint sum."""
-    deltas = _deltas(base, tensors, density, gamma, rescale)
-    return combine(base, deltas, weight, consensus=True, normalize=normalize, lambda_=lambda_)
+    return combine(base, _deltas(base, tensors, density, gamma, rescale), weight, consensus=True,
+                   normalize=normalize, lambda_=lambda_)
 
 
 PER_MODEL = {"weight": WEIGHT, "density": DENSITY,

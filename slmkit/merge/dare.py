@@ -30,16 +30,16 @@ def dare_linear(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[flo
                 rescale: bool = True, normalize: bool = False, lambda_: float = 1.0,
                 generator: Generator | None = None) -> Tensor:
     """DARE then task arithmetic."""
-    deltas = dare_deltas(base, tensors, density, rescale, generator)
-    return combine(base, deltas, weight, consensus=False, normalize=normalize, lambda_=lambda_)
+    return combine(base, dare_deltas(base, tensors, density, rescale, generator), weight, consensus=False,
+                   normalize=normalize, lambda_=lambda_)
 
 
 def dare_ties(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], density: Sequence[float],
               rescale: bool = True, normalize: bool = False, lambda_: float = 1.0, int8_mask: bool = False,
               generator: Generator | None = None) -> Tensor:
     """DARE then TIES's sign election and disjoint sum."""
-    deltas = dare_deltas(base, tensors, density, rescale, generator)
-    return combine(base, deltas, weight, consensus=True, normalize=normalize, lambda_=lambda_)
+    return combine(base, dare_deltas(base, tensors, density, rescale, generator), weight, consensus=True,
+                   normalize=normalize, lambda_=lambda_)
 
 
 SHARED = {

@@ -27,14 +27,16 @@ def combine(base: Tensor, deltas: Sequence[Tensor], weight: Sequence[float], *, 
     if not deltas:
         return base
     stacked = torch.stack(list(deltas))
+    del deltas  # the stack holds them now; in-place steps below keep memory at ~k copies of one weight
     w = torch.tensor(list(weight), dtype=stacked.dtype, device=stacked.device)
     w = w.reshape(-1, *([1] * base.dim()))
-    stacked = stacked * w
+    stacked.mul_(w)
     if consensus:
         mask = sign_agreement(stacked)
-        mixed = (stacked * mask).sum(dim=0)
         divisor = (w * mask).sum(dim=0)
         divisor[divisor == 0] = 1
+        mixed = stacked.mul_(mask).sum(dim=0)
+        del mask
     else:
         mixed = stacked.sum(dim=0)
         divisor = w.sum(dim=0)

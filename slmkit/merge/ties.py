@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 def ties(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], density: Sequence[float],
          lambda_: float = 1.0, normalize: bool = True, rescale: bool = False, int8_mask: bool = False) -> Tensor:
     """TIES: magnitude trim, sign election, disjoint (weighted) mean."""
-    deltas = [magnitude(t - base, d, rescale) for t, d in zip(tensors, density)]
-    return combine(base, deltas, weight, consensus=True, normalize=normalize, lambda_=lambda_)
+    return combine(base, [magnitude(t - base, d, rescale) for t, d in zip(tensors, density)], weight,
+                   consensus=True, normalize=normalize, lambda_=lambda_)
 
 
 SHARED = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import re
+import zlib
 from typing import Any
 
 from slmkit.data.tasks.common import distinct_rows
@@ -84,6 +85,12 @@ def _solution(path: list[str], value: int, down: bool) -> tuple[list[str], int]:
     return lines, value
 
 
+def _question(value: int, source: str, target: str) -> str:
+    """The one wording of a question: a question never appears twice in other words (across splits)."""
+    key = zlib.crc32(f"{value} {source} {target}".encode())
+    return QUESTIONS[key % len(QUESTIONS)].format(v=value, a=source, b=target)
+
+
 def _make_row(rng: random.Random, families: list[str], max_value: int, max_steps: int) -> dict[str, Any]:
     family, units = _pick_path(rng, families, max_steps)
     symbols = [u[0] for u in units]
@@ -97,7 +104,7 @@ def _make_row(rng: random.Random, families: list[str], max_value: int, max_steps
     source, target = (symbols[0], symbols[-1]) if down else (symbols[-1], symbols[0])
     lines, answer = _solution(symbols, value, down)
     return {
-        "prompt": rng.choice(QUESTIONS).format(v=value, a=source, b=target),
+        "prompt": _question(value, source, target),
         "completion": "\n".join(lines) + f"\n#### {answer}",
         "answer": str(answer),
         "meta": {"task": "units", "family": family, "steps": len(lines), "direction": "down" if down else "up"},
