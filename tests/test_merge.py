@@ -29,8 +29,10 @@ def models(tokenizer, tmp_path_factory):
             for p in expert.parameters():
                 p.add_(0.02 * torch.randn_like(p))
         paths[f"e{i}"] = save_model(expert, tokenizer, root / f"e{i}")
-    for i in (1, 2):
-        paths[f"t5_{i}"] = save_model(build("t5", "pico", tokenizer=tokenizer, seed=i), tokenizer, root / f"t5_{i}")
+    for arch in ("t5", "encdec"):
+        for i in (1, 2):
+            model = build(arch, "pico", tokenizer=tokenizer, seed=i)
+            paths[f"{arch}_{i}"] = save_model(model, tokenizer, root / f"{arch}_{i}")
     wide = build("decoder", "pico", tokenizer=tokenizer, overrides={"hidden_size": 96}, seed=0)
     paths["wide"] = save_model(wide, tokenizer, root / "wide")
     return {k: str(v) for k, v in paths.items()}
@@ -98,6 +100,7 @@ def test_error_names_the_tensor_and_line(models, tmp_path, no_weights):
 
 @pytest.mark.parametrize("other, message", [
     ("t5_1", "config field 'model_type'"),
+    ("encdec_1", "config field 'model_type'"),
     ("wide", "config field 'hidden_size'"),
 ])
 def test_architecture_mismatch_is_refused(models, tmp_path, no_weights, other, message):
@@ -166,12 +169,13 @@ def test_sharded_output_equals_single_file_output(models, tmp_path):
     assert all(torch.equal(one[k], many[k]) for k in one)
 
 
-def test_t5_encoder_decoder_merge(models, tmp_path):
-    conf = {"merge_method": "linear", "models": [{"model": models["t5_1"], "parameters": {"weight": 1.0}},
-                                                  {"model": models["t5_2"], "parameters": {"weight": 3.0}}]}
+@pytest.mark.parametrize("arch", ["t5", "encdec"])
+def test_encoder_decoder_merge(models, tmp_path, arch):
+    conf = {"merge_method": "linear", "models": [{"model": models[f"{arch}_1"], "parameters": {"weight": 1.0}},
+                                                  {"model": models[f"{arch}_2"], "parameters": {"weight": 3.0}}]}
     merge(read_merge_file(write(tmp_path, conf)), tmp_path / "out")
-    merged, a, b = state(str(tmp_path / "out")), state(models["t5_1"]), state(models["t5_2"])
-    assert any("decoder.block.0.layer.1.EncDecAttention" in k for k in merged)
+    merged, a, b = state(str(tmp_path / "out")), state(models[f"{arch}_1"]), state(models[f"{arch}_2"])
+    assert any("decoder" in k and "cross" in k.lower() or "EncDecAttention" in k for k in merged)
     for key in merged:
         assert torch.allclose(merged[key], 0.25 * a[key] + 0.75 * b[key], atol=1e-6), key
 

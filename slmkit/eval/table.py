@@ -16,18 +16,14 @@ from typing import Any
 
 from slmkit.artifacts import Result
 from slmkit.config import field
+from slmkit.eval.exact_match import Scoring
 
 
 @dataclass(frozen=True, kw_only=True)
-class Config:
+class Config(Scoring):
     models: dict[str, str] = field(factory=dict, doc="label -> model folder or hub id, in table order", input=True)
     test_files: dict[str, str] = field(factory=dict, doc="label -> jsonl rows with prompt and answer", input=True)
     baseline: str | None = field(None, doc="label of the model the other rows are compared with (default: first)")
-    extractor: str = field("hash", doc="answer extractor (see slmkit.eval.extractors)")
-    max_new_tokens: int = field(128, doc="generation budget per answer")
-    batch_size: int = field(32, doc="prompts per generation batch")
-    prompt_format: str = field("plain", doc="prompt format: plain or chat")
-    limit: int = field(0, doc="evaluate at most this many rows per test set (0: all)")
 
 
 OUTPUTS = {"scores": "scores.json"}

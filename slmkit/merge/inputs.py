@@ -120,10 +120,20 @@ def vocabulary(folder: Path) -> Any:
     return None
 
 
+def structure(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The shape-defining fields of a config, nested sub-configs (``encoder``, ``decoder``...) included."""
+    found = {prefix + k: config.get(k) for k in STRUCTURE}
+    for key, value in config.items():
+        if isinstance(value, dict) and any(k in value for k in STRUCTURE):
+            found.update(structure(value, f"{prefix}{key}."))
+    return found
+
+
 def check_same_structure(ref: ModelFiles, other: ModelFiles) -> None:
     """Architectures and shape-defining config fields must agree (mergekit #132: mixed architectures)."""
-    for key in STRUCTURE:
-        a, b = ref.config.get(key), other.config.get(key)
+    mine, theirs = structure(ref.config), structure(other.config)
+    for key in sorted(set(mine) | set(theirs), key=lambda k: (k.count("."), k)):
+        a, b = mine.get(key), theirs.get(key)
         if a != b:
             what = "vocabulary size" if key == "vocab_size" else f"config field '{key}'"
             raise ModelError(f"model '{other.ref}' differs from '{ref.ref}' in {what}: {b!r} vs {a!r}; "
