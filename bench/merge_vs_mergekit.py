@@ -9,7 +9,8 @@
    t = 0.5 into the base; BreadCrumbs): the merged model must keep >= 90% of each expert's in-domain gain
    over the base, and stay within 2 points of the base on general data.
 
-Run: ``flock /tmp/slmkit-bench.lock python bench/merge_vs_mergekit.py`` (about 30-45 min on 2 CPU cores).
+Run: ``flock /tmp/slmkit-bench.lock python bench/merge_vs_mergekit.py`` (about 30-45 min on 2 CPU cores;
+``--threads`` sets torch's threads in this process and both tools' subprocesses alike).
 Writes bench/results/merge_vs_mergekit.json and keeps its work folder only with ``--keep``.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -140,7 +142,9 @@ def quality(work: Path, runs_dir: Path | None) -> list[Record]:
     plan = load_plan(recipe_path("mediphi"), QUALITY_OVERRIDES, runs)
     start = time.time()
     results = run_plan(plan)
-    scores = json.loads(Path(results["evaluation"]["outputs"]["scores"]).read_text())
+    scores_path = Path(results["evaluation"]["outputs"]["scores"])
+    scores = json.loads(scores_path.read_text())
+    print((scores_path.parent / "report_section.md").read_text())
     acc = {m: {t: 100 * s["accuracy"] for t, s in row.items()} for m, row in scores.items()}
     records = [info("quality: pipeline wall time (min)", round((time.time() - start) / 60, 1))]
     for domain in DOMAINS:
@@ -158,11 +162,18 @@ def quality(work: Path, runs_dir: Path | None) -> list[Record]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch/OpenMP threads, here and in both tools' subprocesses (default 1: on a shared, "
+                             "oversubscribed machine two spinning OpenMP threads per process run ~10x slower)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per tool for the cost comparison")
     parser.add_argument("--runs-dir", type=Path, help="keep the recipe runs here (a rerun reuses finished stages)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--skip", nargs="*", default=[], choices=["parity", "cost", "quality"])
     args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="slmkit-merge-bench-"))
     records: list[Record] = []
     try:

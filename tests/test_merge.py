@@ -99,9 +99,9 @@ def test_error_names_the_tensor_and_line(models, tmp_path, no_weights):
 
 
 @pytest.mark.parametrize("other, message", [
-    ("t5_1", "config field 'model_type'"),
-    ("encdec_1", "config field 'model_type'"),
-    ("wide", "config field 'hidden_size'"),
+    ("t5_1", "config field 'architectures'"),
+    ("encdec_1", "config field 'architectures'"),
+    ("wide", "config field '(head_dim|hidden_size)'"),
 ])
 def test_architecture_mismatch_is_refused(models, tmp_path, no_weights, other, message):
     conf = ties(models)
@@ -272,3 +272,17 @@ def test_merge_stages_chain_in_a_recipe(models, tmp_path, capsys):
     assert main(["run", str(path), "--runs-dir", runs, "slerp1.parameters.t=0.3"]) == 0
     out = capsys.readouterr().out
     assert "slerp1: running" in out and "slerp2: reused" in out and "crumbs: running" in out
+
+
+def test_merge_command_dry_run_and_errors(models, tmp_path, capsys, no_weights):
+    with pytest.raises(SystemExit):
+        main(["merge", "--help"])
+    assert "mergekit-style" in capsys.readouterr().out
+    assert main(["merge", str(write(tmp_path, ties(models))), str(tmp_path / "out"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "ties into" in out and "checked (nothing written)" in out and not (tmp_path / "out").exists()
+    assert main(["merge", str(tmp_path / "missing.yaml"), str(tmp_path / "out")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "merge" in capsys.readouterr().out

@@ -40,7 +40,6 @@ class InputModel:
 class MergeConfig:
     merge_method: str = field(doc="linear, task_arithmetic, ties, dare_linear, dare_ties, slerp, breadcrumbs, "
                                   "breadcrumbs_ties or model_stock")
-    name: str | None = field(None, doc="name of this merge, so that a later merge in the same file can use it")
     base_model: str | None = field(None, doc="the base model (required by all methods but linear)", input=True)
     models: list[InputModel] = field(factory=list, doc="the models to merge, each with its parameters", input=True)
     parameters: dict[str, Any] = field(factory=dict, doc="parameters for all models and tensors (filters allowed)")
@@ -49,11 +48,16 @@ class MergeConfig:
     tokenizer_source: str | None = field(None, doc="model whose tokenizer is written: base (default) or a model")
 
 
+@dataclass(frozen=True, kw_only=True)
+class NamedMergeConfig(MergeConfig):
+    name: str | None = field(None, doc="name of this merge, so that a later merge in the same file can use it")
+
+
 @dataclass(frozen=True)
 class MergeDoc:
     """One merge of a file, with where it came from (for error messages)."""
 
-    config: MergeConfig
+    config: NamedMergeConfig
     where: Where
 
 
@@ -90,7 +94,7 @@ def doc_from_dict(data: Any, where: Where) -> MergeDoc:
         for key, why in UNSUPPORTED.items():
             if key in data:
                 raise where.at(key).fail(why)
-    config = from_dict(MergeConfig, data, where)
+    config = from_dict(NamedMergeConfig, data, where)
     check_config(config, where)
     return MergeDoc(config, where)
 

@@ -98,7 +98,8 @@ def plan_one(doc: MergeDoc, method: MergeMethod, output: Path, done: dict[str, M
              shard_size: int) -> MergePlan:
     """Check one merge document against its models and resolve its parameters."""
     base, inputs = _models(doc, method, done)
-    reference = base or inputs[0]
+    # The output takes its config, tensor list and tokenizer from the base (a linear merge's listed base_model).
+    reference = base or next((m for m in inputs if m.ref == doc.config.base_model), inputs[0])
     tokenizer_from = _tokenizer_source(doc, reference, done)
     for other in [*inputs, tokenizer_from]:
         if other is not reference:
