@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "eval": "slmkit.eval.cli:eval_main",
     "leaderboard": "slmkit.eval.cli:leaderboard_main",
     "bench": "slmkit.bench.cli:main",
+    "merge": "slmkit.merge.command:main",
 }
 """Feature commands: verb -> "module:function"; the function takes the remaining argv and returns an exit code."""
 
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in STAGES:
         if stage in COMMANDS:
             continue  # the feature command of the same name wraps the stage (e.g. slmkit eval)
+        if stage in COMMANDS:  # e.g. merge: the command form (slmkit merge CONFIG OUT) takes the verb
+            continue
         sp = sub.add_parser(stage, help=f"run the '{stage}' stage alone (key=value fields)")
         sp.add_argument("overrides", nargs="*", help="field=value pairs")
         sp.add_argument("--config", help="YAML file with the stage's fields")

@@ -11,6 +11,9 @@ A recipe looks like::
         name: sft              # optional; defaults to the stage type
         from: [data]           # unset input fields are taken from these stages' outputs, by name
         tokenizer: {from: data.tokenizer}   # or wire one field explicitly
+      - stage: merge
+        base_model: {from: base.model}      # references may also sit inside lists and mappings
+        models: [{model: {from: expert.model}, parameters: {t: 0.5}}]
 
 Resolution is static: every input path is known before anything runs, so ``validate`` and
 ``show-config`` catch wiring mistakes at once. Running a plan writes ``<runs>/<recipe>/<NN>_<name>/``
@@ -158,9 +161,33 @@ def _wire_inputs(module: ModuleType, body: dict, sources: Any, where: Where,
                     break
         elif isinstance(value, str):
             body[field_name] = expand_path(value)
+        elif isinstance(value, list | dict):
+            body[field_name] = _wire_nested(value, field_name, by_name, where.at(field_name), upstream)
     for field_name, (src, output) in upstream.items():
-        body[field_name] = str(by_name[src].folder / by_name[src].module.OUTPUTS[output])
+        if "." not in field_name:  # nested references were rewritten in place by _wire_nested
+            body[field_name] = str(by_name[src].folder / by_name[src].module.OUTPUTS[output])
     return upstream
+
+
+def _wire_nested(value: Any, key: str, by_name: dict[str, StagePlan], where: Where,
+                 upstream: dict[str, tuple[str, str]]) -> Any:
+    """Rewrite ``{from: stage.output}`` anywhere inside a list/mapping input (e.g. the models of a merge).
+
+    The output defaults to the innermost key (``- model: {from: expert}`` takes the expert's ``model``);
+    each reference is recorded under its dotted key (``models.0.model``) so its content is hashed.
+    """
+    if isinstance(value, dict) and set(value) == {"from"}:
+        src, _, output = str(value["from"]).partition(".")
+        output = output or key.rsplit(".", 1)[-1]
+        if src not in by_name or output not in by_name[src].module.OUTPUTS:
+            raise where.fail(f"'{value['from']}' is not an output of an earlier stage (write stage.output)")
+        upstream[key] = (src, output)
+        return str(by_name[src].folder / by_name[src].module.OUTPUTS[output])
+    if isinstance(value, dict):
+        return {k: _wire_nested(v, f"{key}.{k}", by_name, where.at(k), upstream) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_wire_nested(v, f"{key}.{i}", by_name, where.at(i), upstream) for i, v in enumerate(value)]
+    return value
 
 
 def expand_path(value: str) -> str:
@@ -233,17 +260,27 @@ def _prepare_folder(step: StagePlan, config: dict, hashes: dict[str, str], fp: s
 
 
 def _input_hashes(step: StagePlan, results: dict[str, dict]) -> dict[str, str]:
-    hashes = {}
+    hashes = {key: results.get(src, {}).get("output_hashes", {}).get(output) or "missing"
+              for key, (src, output) in step.upstream.items()}
     for field_name in input_fields(type(step.config)):
-        value = getattr(step.config, field_name)
-        if value is None:
-            continue
-        if field_name in step.upstream:
-            src, output = step.upstream[field_name]
-            hashes[field_name] = results.get(src, {}).get("output_hashes", {}).get(output) or "missing"
-        else:
-            hashes[field_name] = artifacts.hash_input(str(value))
+        for key, value in _input_leaves(field_name, getattr(step.config, field_name)):
+            if key not in hashes:  # not wired from a stage: a user's path or hub id
+                hashes[key] = artifacts.hash_input(value)
     return hashes
+
+
+def _input_leaves(key: str, value: Any) -> list[tuple[str, str]]:
+    """(dotted key, path) of every path in an input field; nested configs contribute their input fields."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return [leaf for i, v in enumerate(value) for leaf in _input_leaves(f"{key}.{i}", v)]
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _input_leaves(f"{key}.{k}", v)]
+    if dataclasses.is_dataclass(value):
+        return [leaf for name in input_fields(type(value))
+                for leaf in _input_leaves(f"{key}.{name}", getattr(value, name))]
+    return [(key, str(value))]
 
 
 def _write_yaml(path: Path, data: dict) -> None:

@@ -21,6 +21,8 @@ STAGES: dict[str, str] = {
     "eval": "slmkit.eval.stage",
     "export": "slmkit.deploy.stage",
     "efficiency": "slmkit.bench.stage",
+    "merge": "slmkit.merge.stage",
+    "exact_match_table": "slmkit.eval.table",
 }
 
 

@@ -15,7 +15,7 @@ from slmkit.data.tasks.math_word import STEP_PATTERN, verify_solution
 
 
 def test_registry_resolves_lazily_to_generate_functions() -> None:
-    assert set(TASKS) == {"math", "sorting"}
+    assert set(TASKS) == {"math", "sorting", "units", "mix"}
     assert get_task("math") is math_word.generate
     assert get_task("sorting") is sorting.generate
 

@@ -3,7 +3,9 @@
 A built-in task (``slmkit list tasks``) is generated once with one seed, so every prompt is distinct and
 no test prompt appears in training; then it is cut into splits. A source file (jsonl, csv, GSM8K) is read
 in place, shuffled with the seed and cut the same way; a source folder holding ``train.*`` and ``test.*``
-keeps its own test split. Writes ``train.jsonl``, ``val.jsonl`` and ``test.jsonl``.
+keeps its own test split. With ``documents`` set, a built-in task also writes explanatory documents of its
+domain (rows with an empty prompt, none of them about a val/test question) for pre-instruction tuning.
+Writes ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` and ``documents.jsonl`` (empty unless asked).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ class Config:
     n_val: int = field(100, doc="validation rows")
     n_test: int = field(200, doc="test rows (a source folder's own test split is cut to this; 0: all)")
     seed: int = field(0, doc="seed for generation and shuffling")
+    documents: int = field(0, doc="also write this many explanatory documents of the task (documents.jsonl)")
 
 
-OUTPUTS = {"train_file": "train.jsonl", "val_file": "val.jsonl", "test_file": "test.jsonl"}
+OUTPUTS = {"train_file": "train.jsonl", "val_file": "val.jsonl", "test_file": "test.jsonl",
+           "documents_file": "documents.jsonl"}
 
 
 def make_splits(cfg: Config) -> dict[str, list[dict]]:
@@ -47,7 +51,7 @@ def make_splits(cfg: Config) -> dict[str, list[dict]]:
         total = cfg.n_train + cfg.n_val + cfg.n_test
         try:
             rows = generator(total, cfg.seed, **cfg.params)
-        except TypeError as err:
+        except (TypeError, ValueError, KeyError) as err:
             raise ConfigError(f"data: bad params for task '{cfg.task}': {err}") from None
         return _cut(rows, cfg.n_train, cfg.n_val, cfg.n_test)
     return _from_source(cfg)
@@ -92,10 +96,28 @@ def _cut(rows: list[dict], n_train: int, n_val: int, n_test: int) -> dict[str, l
     return {"train": train, "val": val, "test": test}
 
 
+def make_documents(cfg: Config, held_out: list[dict]) -> list[dict]:
+    """``cfg.documents`` documents of the task, none about a held-out (val/test) question."""
+    if not cfg.documents:
+        return []
+    if not cfg.task:
+        raise ConfigError("data: documents come from a built-in task; set task (or documents: 0)")
+    from slmkit.data.tasks import get_documents
+
+    try:
+        make = get_documents(cfg.task)
+        return make(cfg.documents, cfg.seed, exclude=frozenset(r["prompt"] for r in held_out), **cfg.params)
+    except KeyError as err:
+        raise ConfigError(f"data: {err.args[0]}") from None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"data: bad params for the documents of task '{cfg.task}': {err}") from None
+
+
 def run(cfg: Config, run_dir: Path) -> Result:
     from slmkit.data.loaders import write_rows
 
     splits = make_splits(cfg)
+    splits["documents"] = make_documents(cfg, splits["val"] + splits["test"])
     for split, rows in splits.items():
         write_rows(run_dir / f"{split}.jsonl", rows)
     return Result(metrics={f"{k}_rows": len(v) for k, v in splits.items()})

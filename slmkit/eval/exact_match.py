@@ -15,10 +15,9 @@ from slmkit.config import field
 
 
 @dataclass(frozen=True, kw_only=True)
-class Config:
-    model: str | None = field(None, doc="model folder or hub id", input=True)
-    tokenizer: str | None = field(None, doc="tokenizer (default: the model's own)", input=True)
-    test_file: str | None = field(None, doc="jsonl rows with prompt and answer", input=True)
+class Scoring:
+    """How answers are generated and scored (shared by every exact-match stage)."""
+
     extractor: str = field("hash", doc="answer extractor (see slmkit.eval.extractors)")
     max_new_tokens: int = field(128, doc="generation budget per answer")
     batch_size: int = field(32, doc="prompts per generation batch")
@@ -26,10 +25,17 @@ class Config:
     limit: int = field(0, doc="evaluate at most this many rows (0: all)")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Config(Scoring):
+    model: str | None = field(None, doc="model folder or hub id", input=True)
+    tokenizer: str | None = field(None, doc="tokenizer (default: the model's own)", input=True)
+    test_file: str | None = field(None, doc="jsonl rows with prompt and answer", input=True)
+
+
 OUTPUTS = {"predictions": "predictions.jsonl"}
 
 
-def evaluate(model, tokenizer, rows: list[dict], cfg: Config) -> tuple[list[dict], dict[str, float]]:
+def evaluate(model, tokenizer, rows: list[dict], cfg: Scoring) -> tuple[list[dict], dict[str, float]]:
     """Predictions and metrics for ``rows`` (greedy decoding)."""
     from slmkit.eval.extractors import EXTRACTORS, is_correct
     from slmkit.models.generate import GenerateConfig, generate

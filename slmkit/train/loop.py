@@ -59,6 +59,9 @@ class Job:
     loss_fn: LossFn
     count_fn: Callable[[dict[str, Any]], int]
     eval_examples: list[Any] | None = None
+    order: Callable[[int, int], list[int]] | None = None
+    """Example indices at stream positions [start, start+size), a pure function of the position (so resume
+    stays exact); None: a seeded permutation per epoch (``stream_indices``). Data schedules plug in here."""
 
 
 def stream_indices(n: int, seed: int, start: int, size: int, cache: dict[int, list[int]]) -> list[int]:
@@ -202,7 +205,10 @@ class _Loop:
     def batch(self, step: int, j: int) -> dict[str, Any]:
         acc = self.acc
         m = (step * self.args.grad_accum + j) * acc.num_processes + acc.process_index
-        idx = stream_indices(len(self.job.examples), self.args.seed, m * self.micro, self.micro, self.cache)
+        if self.job.order is not None:
+            idx = self.job.order(m * self.micro, self.micro)
+        else:
+            idx = stream_indices(len(self.job.examples), self.args.seed, m * self.micro, self.micro, self.cache)
         batch = self.job.collate([self.job.examples[i] for i in idx])
         return {k: (v.to(acc.device) if hasattr(v, "to") else v) for k, v in batch.items()}
 

@@ -3,15 +3,23 @@
 Starts from a model folder / hub id, or builds a fresh model from an architecture and preset with the
 given tokenizer. Decoder-only models see prompt + completion with the prompt masked; encoder–decoder
 models read the prompt in the encoder and learn the completion in the decoder. The loss is averaged over
-the target tokens of each optimizer step (see ``loop``). Reads: jsonl rows (prompt, completion).
-Writes: ``model/`` (model + tokenizer, safetensors), ``metrics.jsonl``, ``checkpoint/``.
+the target tokens of each optimizer step (see ``loop``).
+
+Documents (rows whose whole text is the completion, e.g. ``data`` with ``documents``) can join the QA rows.
+``schedule: mixed`` shuffles them together; ``schedule: pre_instruction`` is pre-instruction tuning (Jiang
+et al. 2024, "Instruction-tuned Language Models are Better Knowledge Learners", arXiv 2402.12847, as
+MediPhi trains its experts): the first ``pre_instruction_fraction`` of the steps see QA rows only, the rest
+QA rows and documents mixed in proportion to their counts. The schedule is an ordering of examples given
+to the one loop (a pure function of the stream position), so resume stays exact.
+Reads: jsonl rows (prompt, completion), optional documents. Writes: ``model/`` (model + tokenizer,
+safetensors), ``metrics.jsonl``, ``checkpoint/``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from slmkit.artifacts import Result, stage_fingerprint
 from slmkit.config import field
@@ -29,6 +37,10 @@ class Config(TrainArgs):
     model_overrides: dict[str, Any] = field(factory=dict, doc="config fields that override the preset")
     prompt_format: str = field("plain", doc="prompt format: plain or chat")
     max_train_rows: int = field(0, doc="use at most this many training rows (0: all)")
+    documents_file: str | None = field(None, doc="jsonl of documents (whole text learnt) to train on too", input=True)
+    schedule: Literal["mixed", "pre_instruction"] = field(
+        "mixed", doc="mixed: QA rows and documents shuffled together; pre_instruction: QA first, then QA + documents")
+    pre_instruction_fraction: float = field(0.5, doc="pre_instruction: share of the steps that see QA rows only")
 
 
 OUTPUTS = {"model": "model", "tokenizer": "model"}
@@ -58,22 +70,49 @@ def encode_rows(rows: list[dict], tokenizer: Any, prompt_format: str) -> list[di
     return [encode_pair(tokenizer, r["prompt"], r["completion"], prompt_format) for r in rows]
 
 
-def sft_job(model: Any, tokenizer: Any, train_rows: list[dict], val_rows: list[dict] | None, cfg: Any) -> Any:
-    """The loop's :class:`Job` for completion-only cross-entropy."""
+def sft_job(model: Any, tokenizer: Any, train_rows: list[dict], val_rows: list[dict] | None, cfg: Any,
+            documents: list[dict] | None = None) -> Any:
+    """The loop's :class:`Job` for completion-only cross-entropy (documents after the QA rows, scheduled)."""
     from functools import partial
 
     from slmkit.train.batching import collate, decoder_start, target_tokens
     from slmkit.train.loop import Job
     from slmkit.train.losses import cross_entropy_sum
 
+    order = None
+    if documents and cfg.schedule == "pre_instruction":
+        qa_positions = round(cfg.pre_instruction_fraction * cfg.steps * cfg.batch_size)
+        order = pre_instruction_order(len(train_rows), len(train_rows) + len(documents), qa_positions, cfg.seed)
     return Job(
-        examples=encode_rows(train_rows, tokenizer, cfg.prompt_format),
+        examples=encode_rows(train_rows + (documents or []), tokenizer, cfg.prompt_format),
         eval_examples=encode_rows(val_rows, tokenizer, cfg.prompt_format) if val_rows else None,
         collate=partial(collate, pad_id=tokenizer.pad_token_id, max_length=cfg.max_length,
                         decoder_start_id=decoder_start(model)),
         loss_fn=cross_entropy_sum,
         count_fn=target_tokens,
+        order=order,
     )
+
+
+def pre_instruction_order(n_qa: int, n_all: int, qa_positions: int, seed: int) -> Any:
+    """Stream order of pre-instruction tuning: positions < ``qa_positions`` draw from the QA examples
+    (indices < ``n_qa``) only, later ones from all ``n_all`` examples; each phase a seeded permutation per
+    epoch, so the order is a pure function of (seed, position)."""
+    from slmkit.train.loop import stream_indices
+
+    qa_cache: dict[int, list[int]] = {}
+    all_cache: dict[int, list[int]] = {}
+
+    def order(start: int, size: int) -> list[int]:
+        out = []
+        for pos in range(start, start + size):
+            if pos < qa_positions:
+                out += stream_indices(n_qa, seed, pos, 1, qa_cache)
+            else:
+                out += stream_indices(n_all, seed + 1, pos - qa_positions, 1, all_cache)
+        return out
+
+    return order
 
 
 def run(cfg: Config, run_dir: Path) -> Result:
@@ -91,9 +130,16 @@ def run(cfg: Config, run_dir: Path) -> Result:
     if cfg.max_train_rows:
         rows = rows[:cfg.max_train_rows]
     val = read_rows(cfg.val_file) if cfg.val_file else None
+    documents = read_rows(cfg.documents_file) if cfg.documents_file else []
+    if cfg.schedule == "pre_instruction" and not documents:
+        raise ConfigError("sft: schedule pre_instruction needs documents (documents_file, e.g. from a data stage "
+                          "with documents: N)")
+    if not 0 < cfg.pre_instruction_fraction < 1:
+        raise ConfigError(f"sft: pre_instruction_fraction must be in (0, 1), got {cfg.pre_instruction_fraction}")
     model, tokenizer = load_or_build(cfg)
-    job = sft_job(model, tokenizer, rows, val, cfg)
+    job = sft_job(model, tokenizer, rows, val, cfg, documents)
     model, summary = train(model, job, cfg, run_dir, fingerprint=stage_fingerprint(run_dir))
     if is_main_process():
         save_model(model, tokenizer, run_dir / OUTPUTS["model"])
-    return Result(metrics={**summary, "parameters": count_parameters(model), "train_rows": len(rows)})
+    return Result(metrics={**summary, "parameters": count_parameters(model), "train_rows": len(rows),
+                           "documents": len(documents)})

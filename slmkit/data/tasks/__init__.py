@@ -5,12 +5,16 @@ returns canonical rows (``prompt``, ``completion``, ``answer``, ``meta``). Nothi
 or written here: the registry maps a task name to a ``"module:function"`` string, and
 ``get_task`` imports the module only when asked, so listing tasks stays cheap.
 
-Tasks: ``math`` (GSM8K-style word problems, Cobbe et al. 2021, arXiv 2110.14168) and
-``sorting`` (the ThinkSLM sorting task, arXiv 2502.11569).
+Tasks: ``math`` (GSM8K-style word problems, Cobbe et al. 2021, arXiv 2110.14168),
+``sorting`` (the ThinkSLM sorting task, arXiv 2502.11569), ``units`` (unit conversion) and ``mix``
+(several of them at once, by weight: "general" data).
+A task module may also define ``documents(n, seed, exclude=..., **options)``: explanatory texts of its
+domain (rows with an empty prompt) for pre-instruction tuning; ``get_documents`` finds it.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
 from slmkit.registry import resolve
@@ -20,6 +24,8 @@ from slmkit.registry import resolve
 TASKS: dict[str, str] = {
     "math": "slmkit.data.tasks.math_word:generate",
     "sorting": "slmkit.data.tasks.sorting:generate",
+    "units": "slmkit.data.tasks.units:generate",
+    "mix": "slmkit.data.tasks.mix:generate",
 }
 
 
@@ -29,3 +35,12 @@ def get_task(name: str) -> Callable[..., list[dict[str, Any]]]:
     Raises ``KeyError`` naming the known tasks (and the closest match) for an unknown name.
     """
     return resolve(TASKS, name, "task", KeyError)
+
+
+def get_documents(name: str) -> Callable[..., list[dict[str, Any]]]:
+    """The ``documents`` function of task ``name``; ``KeyError`` if the task has none."""
+    generate = get_task(name)
+    module = importlib.import_module(generate.__module__)
+    if not hasattr(module, "documents"):
+        raise KeyError(f"task {name!r} defines no documents()")
+    return module.documents

@@ -316,6 +316,20 @@ def generate(
     return distinct_rows(n, seed, make_row, "problems")
 
 
+def documents(n: int, seed: int, *, min_steps: int = 1, max_steps: int = 4, max_operand: int = 20,
+              exclude: frozenset[str] = frozenset(), **_: Any) -> list[dict[str, Any]]:
+    """``n`` worked-example documents (empty prompt: the whole text is learnt) for pre-instruction tuning.
+
+    Each is a problem and its step-by-step solution written as one text, drawn from another stream than
+    ``generate``'s (seed + 1) and never one whose question is in ``exclude`` (held-out questions).
+    """
+    drawn = generate(n + len(exclude), seed + 1, min_steps=min_steps, max_steps=max_steps, max_operand=max_operand)
+    kept = [r for r in drawn if r["prompt"] not in exclude][:n]
+    return [{"prompt": "", "completion": f"Worked example. {r['prompt']}\nSolution, one step at a time:\n"
+                                        f"{r['completion'].rsplit('####', 1)[0].strip()}\nThe answer is {r['answer']}.",
+             "answer": "", "meta": {"task": "math", "kind": "document"}} for r in kept]
+
+
 def _claim_holds(a: int, op: str, b: int, c: int) -> bool:
     """True when ``a op b = c`` is exact integer arithmetic."""
     if op == "/":

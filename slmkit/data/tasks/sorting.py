@@ -68,3 +68,38 @@ def generate(
                 "meta": {"task": "sorting", "length": length, "signs": signs, "seed": seed}}
 
     return distinct_rows(n, seed, make_row, "lists")
+
+
+def _sorting_document(values: list[int], intro: str) -> str:
+    """How ascending order works, then one list sorted by repeatedly taking the smallest number left."""
+    order = sorted(values)
+    steps = " ".join(f"The smallest number left is {v}." for v in order)
+    return f"{intro} Take the list {_join(values)}. {steps} So the sorted list is {_join(order)}."
+
+
+DOC_INTROS = (
+    "Sorting in ascending order puts the smallest number first and the largest last.",
+    "A list is in ascending order when every number is smaller than the one after it.",
+    "To sort numbers in ascending order, take the smallest remaining number again and again.",
+)
+
+
+def documents(n: int, seed: int, *, length: int = 8, signs: str = "positive", max_abs: int = 99,
+              exclude: frozenset[str] = frozenset(), **_: Any) -> list[dict[str, Any]]:
+    """``n`` explanatory documents of the sorting procedure (empty prompt: the whole text is learnt).
+
+    Their lists come from another stream than ``generate``'s (seed + 1) and never the list of a prompt
+    in ``exclude`` (held-out questions), so no document answers a test question.
+    """
+    _check_args(n, length, signs, max_abs)
+
+    def make_row(rng: random.Random) -> dict[str, Any]:
+        values = _make_list(rng, length, signs, max_abs)
+        # The question is the dedup key (distinct lists) and the leak check; the row is the document.
+        return {"prompt": f"Sort these numbers in ascending order: {_join(values)}",
+                "completion": _sorting_document(values, rng.choice(DOC_INTROS))}
+
+    drawn = distinct_rows(n + len(exclude), seed + 1, make_row, "lists")
+    kept = [r for r in drawn if r["prompt"] not in exclude][:n]
+    return [{"prompt": "", "completion": r["completion"], "answer": "", "meta": {"task": "sorting", "kind": "document"}}
+            for r in kept]
