@@ -110,14 +110,6 @@ def kd_sum_full(student_logits: Any, teacher_logits: Any, mask: Any, *, kind: st
     return temperature ** 2 * (kd_divergence(s, t, kind, beta) * mask).sum()
 
 
-def log1mexp(x: Any) -> Any:
-    """log(1 - exp(x)) for x ≤ 0, accurate at both ends (Mächler 2012)."""
-    import torch
-
-    x = x.clamp(max=-1e-12)
-    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
 def topk_bins(student_logp: Any, indices: Any, teacher_values: Any, teacher_tail: Any) -> tuple[Any, Any]:
     """Student and teacher as distributions over k+1 bins: the teacher's top-k tokens plus one "rest" bin.
 
@@ -129,8 +121,10 @@ def topk_bins(student_logp: Any, indices: Any, teacher_values: Any, teacher_tail
     """
     import torch
 
-    picked = student_logp.gather(-1, indices.long())
-    student_rest = log1mexp(torch.logsumexp(picked, dim=-1).clamp(max=0.0))
+    indices = indices.long()
+    picked = student_logp.gather(-1, indices)
+    # the student's rest mass summed directly (not 1 − Σ top-k, which cancels badly when top-k ≈ all mass)
+    student_rest = student_logp.scatter(-1, indices, float("-inf")).logsumexp(-1)
     return (torch.cat([picked, student_rest.unsqueeze(-1)], dim=-1),
             torch.cat([teacher_values.float(), teacher_tail.float().unsqueeze(-1)], dim=-1))
 
