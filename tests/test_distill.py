@@ -15,7 +15,7 @@ from slmkit.models.build import build
 from slmkit.models.load import save_model
 from slmkit.train import distill
 from slmkit.train.batching import decoder_start
-from slmkit.train.kd_data import (Sides, collate_teacher, completion_starts, encode_example, offset_map,
+from slmkit.train.kd_data import (DistillCollate, Sides, collate_teacher, completion_starts, encode_example, offset_map,
                                   student_side, teacher_logits, teacher_side)
 from slmkit.train.losses import forward_logits
 
@@ -56,7 +56,7 @@ def test_alignment_matches_unpadded_forward(teacher_arch, student_arch, padding,
     examples = [encode_example(i, r["prompt"], r["completion"], sides)
                 for i, r in enumerate(varied_rows(math_rows, seed=len(padding) + len(teacher_arch)))]
     assert len({len(e["prompt_ids"]) for e in examples}) > 3
-    batch = distill.DistillCollate(sides, student)(examples)
+    batch = DistillCollate(sides, student)(examples)
     t_side, t_valid = teacher_side(teacher_logits(teacher, batch), batch["teacher_target_pos"])
     with torch.no_grad():
         s_side, s_valid = student_side(*forward_logits(student, batch))
@@ -77,7 +77,7 @@ def test_alignment_is_exact_on_one_hot_predictions(padding, tokenizer, math_rows
     sides = sides_for(tokenizer, student, teacher, padding, max_length=40, teacher_max=60)  # truncation too
     examples = [encode_example(i, r["prompt"], r["completion"], sides)
                 for i, r in enumerate(varied_rows(math_rows, seed=7, n=8))]
-    batch = distill.DistillCollate(sides, student)(examples)
+    batch = DistillCollate(sides, student)(examples)
     ids = batch["teacher_input_ids"]
     fake = torch.nn.functional.one_hot(torch.roll(ids, -1, dims=1), len(tokenizer)).float()
     target, valid = teacher_side(fake, batch["teacher_target_pos"])
@@ -202,15 +202,15 @@ def test_offline_cache_matches_online_and_is_reused(tmp_path, tokenizer, math_ro
     student = build("t5", "pico", tokenizer=tokenizer, seed=3)
     sides = distill.make_sides(cfg, pre, student, teacher)
     examples = [encode_example(i, r["prompt"], r["completion"], sides) for i, r in enumerate(rows)]
-    online = distill.DistillCollate(sides, student)
-    offline = distill.DistillCollate(sides, student)
+    online = DistillCollate(sides, student)
+    offline = DistillCollate(sides, student)
     offline.reader, _ = distill.offline_reader(cfg, pre, teacher, examples, offline, tmp_path / "run")
     loss_on = distill.make_loss(cfg, teacher, pre.vocab)(student, online(examples[3:9]))[0]
     loss_off = distill.make_loss(cfg, None, pre.vocab)(student, offline(examples[3:9]))[0]
     assert loss_off.item() == pytest.approx(loss_on.item(), rel=1e-5)
     monkeypatch.setattr(kd_offline, "build_cache", lambda *a, **k: pytest.fail("cache rebuilt"))
     distill.offline_reader(cfg, pre, teacher, examples, offline, tmp_path / "run")
-    small = distill.DistillCollate(sides, student)
+    small = DistillCollate(sides, student)
     cfg_k = distill.Config(**{**cfg.__dict__, "top_k": 8})
     monkeypatch.undo()
     small.reader, _ = distill.offline_reader(cfg_k, pre, teacher, examples, small, tmp_path / "run")
@@ -237,11 +237,11 @@ def test_on_policy_batches_use_student_samples(tokenizer, math_rows):
     student = build("t5", "pico", tokenizer=tokenizer, seed=2)
     sides = sides_for(tokenizer, student, teacher)
     examples = [encode_example(i, r["prompt"], r["completion"], sides) for i, r in enumerate(math_rows[:4])]
-    collate = distill.DistillCollate(sides, student, on_policy=1.0, sample_tokens=8, seed=0)
+    collate = DistillCollate(sides, student, on_policy=1.0, sample_tokens=8, seed=0)
     student.train()
     batch = collate(examples)
     assert batch["on_policy"].item() == 1.0 and student.training
-    assert not torch.equal(batch["labels"][:, :3], distill.DistillCollate(sides, student)(examples)["labels"][:, :3])
+    assert not torch.equal(batch["labels"][:, :3], DistillCollate(sides, student)(examples)["labels"][:, :3])
     assert torch.equal(collate(examples)["labels"], batch["labels"])  # same examples, same coin and samples
     student.eval()
     assert collate(examples)["on_policy"].item() == 0.0  # evaluation never samples

@@ -22,13 +22,13 @@ pytest.importorskip("trl")
 def batch_and_models(tokenizer, math_rows, cfg):
     from slmkit.models.build import build
     from slmkit.train import distill
-    from slmkit.train.kd_data import Sides, encode_example
+    from slmkit.train.kd_data import DistillCollate, Sides, encode_example
 
     student = build("decoder", "pico", tokenizer=tokenizer, seed=0)
     teacher = build("decoder", "pico", tokenizer=tokenizer, seed=1).eval()
     sides = Sides(tokenizer, tokenizer, "plain", "plain", 256, 256, None, None)
     examples = [encode_example(i, r["prompt"], r["completion"], sides) for i, r in enumerate(math_rows[:6])]
-    batch = distill.DistillCollate(sides, student)(examples)
+    batch = DistillCollate(sides, student)(examples)
     return student, teacher, batch, distill.make_loss(cfg, teacher, len(tokenizer))
 
 

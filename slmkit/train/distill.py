@@ -25,7 +25,6 @@ Writes: ``model/``, ``metrics.jsonl``, ``checkpoint/``, ``teacher_targets.jsonl`
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -182,60 +181,6 @@ def _vocab_size(config: Any) -> int:
     return int(size)
 
 
-class DistillCollate:
-    """Makes the loop's batches: the student's tensors plus the teacher's inputs (online) or its cached
-    top-k rows (offline); in training, with probability λ, the targets are first replaced by samples of
-    the current student (on-policy). The coin is a pure function of the seed and the batch's examples,
-    so a resumed run replays the same choices; evaluation (student in eval mode) never samples."""
-
-    def __init__(self, sides: Any, student: Any, *, reader: Any = None, on_policy: float = 0.0,
-                 sample_temperature: float = 1.0, sample_tokens: int = 128, seed: int = 0):
-        self.sides, self.student, self.reader = sides, student, reader
-        self.on_policy, self.seed = on_policy, seed
-        self.sample_temperature, self.sample_tokens = sample_temperature, sample_tokens
-
-    def target_count(self, example: dict[str, Any]) -> int:
-        from slmkit.train.kd_data import student_targets
-
-        return student_targets(example, self.sides)[1]
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        from slmkit.train.batching import collate
-        from slmkit.train.kd_data import collate_teacher
-
-        coin = random.Random(f"{self.seed}:{[e['index'] for e in examples]}")
-        sampled = self.on_policy > 0 and self.student.training and coin.random() < self.on_policy
-        if sampled:
-            examples = self.sample(examples, coin.randrange(2 ** 31))
-        sides = self.sides
-        batch = collate(examples, sides.student_tok.pad_token_id, sides.student_max_length, sides.student_start)
-        if self.reader is not None:
-            width = max(1, max(self.target_count(e) for e in examples))
-            batch.update(self.reader.batch([e["index"] for e in examples], width))
-        else:
-            batch.update(collate_teacher(examples, sides))
-        batch["on_policy"] = torch.tensor(float(sampled))
-        return batch
-
-    def sample(self, examples: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-        """The same prompts with targets sampled from the current student, in one generation batch."""
-        import torch
-
-        from slmkit.models.generate import GenerateConfig, generate
-        from slmkit.train.kd_data import encode_example
-
-        sides, model = self.sides, self.student
-        gen = GenerateConfig(max_new_tokens=self.sample_tokens, temperature=self.sample_temperature, seed=seed,
-                             batch_size=len(examples), prompt_format=sides.student_format)
-        device = next(model.parameters()).device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # generate() reseeds
-            outs = generate(model, sides.student_tok, [e["prompt"] for e in examples], gen, show_progress=False)
-        model.train()
-        return [encode_example(e["index"], e["prompt"], o.texts[0], sides) for e, o in zip(examples, outs)]
-
-
 def make_loss(cfg: Config, teacher: Any, vocab: int) -> Any:
     """The loop's loss: α·KD + (1−α)·gold CE, summed over the student's target tokens."""
     import torch
@@ -278,7 +223,7 @@ def teacher_targets(cfg: Config, teacher: Any, tokenizer: Any, rows: list[dict],
     import hashlib
     import json
 
-    from slmkit.artifacts import hash_input, read_jsonl, write_jsonl
+    from slmkit.artifacts import barrier, hash_input, is_main_process, read_jsonl, write_jsonl
     from slmkit.models.generate import GenerateConfig, generate
 
     fmt = cfg.teacher_prompt_format or cfg.prompt_format
@@ -286,13 +231,19 @@ def teacher_targets(cfg: Config, teacher: Any, tokenizer: Any, rows: list[dict],
     key = hashlib.sha256(json.dumps([hash_input(cfg.teacher), [r["prompt"] for r in rows],
                                      cfg.teacher_max_new_tokens, fmt]).encode()).hexdigest()[:24]
     path = run_dir / "teacher_targets.jsonl"
-    cached = read_jsonl(path) if path.exists() else []
-    if cached and cached[0].get("cache_key") == key and len(cached) == len(rows) + 1:
-        return [{**r, "completion": c["completion"]} for r, c in zip(rows, cached[1:])]
-    outs = generate(teacher, tokenizer, [r["prompt"] for r in rows], gen)
-    out = [{**r, "completion": o.texts[0]} for r, o in zip(rows, outs)]
-    write_jsonl(path, [{"cache_key": key}] + [{"prompt": r["prompt"], "completion": r["completion"]} for r in out])
-    return out
+    def cached() -> list[dict] | None:
+        got = read_jsonl(path) if path.exists() else []
+        ok = got and got[0].get("cache_key") == key and len(got) == len(rows) + 1
+        return [{**r, "completion": c["completion"]} for r, c in zip(rows, got[1:])] if ok else None
+
+    if (out := cached()) is not None:
+        return out
+    if is_main_process():  # one process generates; the others wait and read the file
+        outs = generate(teacher, tokenizer, [r["prompt"] for r in rows], gen)
+        write_jsonl(path, [{"cache_key": key}] + [{"prompt": r["prompt"], "completion": o.texts[0]}
+                                                  for r, o in zip(rows, outs)])
+    barrier()
+    return cached()
 
 
 def load_teacher(cfg: Config, device: Any) -> Any:
@@ -322,11 +273,12 @@ def make_sides(cfg: Config, pre: Preflight, student: Any, teacher: Any) -> Any:
                  by_offsets=cfg.loss == "uld")
 
 
-def offline_reader(cfg: Config, pre: Preflight, teacher: Any, examples: list[dict], collate: DistillCollate,
+def offline_reader(cfg: Config, pre: Preflight, teacher: Any, examples: list[dict], collate: Any,
                    run_dir: Path) -> tuple[Any, float]:
     """Build (or reuse) the top-k cache of every example; returns the reader and the seconds spent."""
     import time
 
+    from slmkit.artifacts import barrier, is_main_process
     from slmkit.train import kd_offline
 
     folder = run_dir / "teacher_topk"
@@ -337,9 +289,11 @@ def offline_reader(cfg: Config, pre: Preflight, teacher: Any, examples: list[dic
     began = time.time()
     index = kd_offline.load_index(folder, key)
     if index is None:
-        index = kd_offline.build_cache(folder, key, teacher, examples, collate, k=cfg.top_k,
-                                       temperature=cfg.temperature, vocab=pre.vocab,
-                                       batch_size=cfg.batch_size, dtype=cfg.offline_dtype)
+        if is_main_process():  # one process runs the teacher; the others wait and read the cache
+            kd_offline.build_cache(folder, key, teacher, examples, collate, k=cfg.top_k, temperature=cfg.temperature,
+                                   vocab=pre.vocab, batch_size=cfg.batch_size, dtype=cfg.offline_dtype)
+        barrier()
+        index = kd_offline.load_index(folder, key)
     return kd_offline.TopKReader(folder, index), time.time() - began
 
 
@@ -349,11 +303,12 @@ def run(cfg: Config, run_dir: Path) -> Result:
 
     from accelerate import PartialState
 
+    from slmkit.artifacts import is_main_process
     from slmkit.data.loaders import read_rows
     from slmkit.models.build import count_parameters
     from slmkit.models.load import save_model
     from slmkit.train.batching import target_tokens
-    from slmkit.train.kd_data import encode_example
+    from slmkit.train.kd_data import DistillCollate, encode_example
     from slmkit.train.loop import Job, train
     from slmkit.train.sft import load_or_build
 
@@ -382,7 +337,33 @@ def run(cfg: Config, run_dir: Path) -> Result:
     job = Job(examples=examples, eval_examples=evals or None, collate=collate,
               loss_fn=make_loss(cfg, teacher, pre.vocab), count_fn=target_tokens)
     student, summary = train(student, job, cfg, run_dir, fingerprint=stage_fingerprint(run_dir))
-    save_model(student, pre.student_tok, run_dir / OUTPUTS["model"])
-    return Result(metrics={**summary, **extra, "parameters": count_parameters(student),
-                           "train_rows": len(rows), "shared_tokenizer": pre.shared_vocab,
-                           "teacher_encdec": pre.teacher_encdec, "student_encdec": pre.student_encdec})
+    metrics = {**summary, **extra, "parameters": count_parameters(student), "train_rows": len(rows),
+               "shared_tokenizer": pre.shared_vocab, "teacher_encdec": pre.teacher_encdec,
+               "student_encdec": pre.student_encdec}
+    if is_main_process():
+        save_model(student, pre.student_tok, run_dir / OUTPUTS["model"])
+        write_report_section(cfg, metrics, run_dir)
+    return Result(metrics=metrics)
+
+
+def write_report_section(cfg: Config, metrics: dict[str, Any], run_dir: Path) -> None:
+    """A short table for the run report: who taught whom, with which loss, how fast."""
+    from slmkit.artifacts import atomic_write_text, read_metrics
+
+    logged = [r for r in read_metrics(run_dir / "metrics.jsonl") if "kd" in r]
+    coverage = sum(r["kd_coverage"] for r in logged) / max(1, len(logged))
+    kinds = {True: "encoder–decoder", False: "decoder-only"}
+    rows = [("teacher", f"{cfg.teacher} ({kinds[metrics['teacher_encdec']]}, "
+                        f"{metrics['teacher_parameters']:,} parameters)"),
+            ("student", f"{cfg.model or cfg.arch + '/' + cfg.preset} ({kinds[metrics['student_encdec']]}, "
+                        f"{metrics['parameters']:,} parameters)"),
+            ("loss", f"{cfg.alpha:g} × τ²·{cfg.loss}" + (f"(β={cfg.beta:g})" if cfg.loss == "jsd" else "")
+                     + f" + {1 - cfg.alpha:g} × gold CE, τ = {cfg.temperature:g}"),
+            ("targets", cfg.targets + (f", on-policy λ = {cfg.on_policy_fraction:g}" if cfg.on_policy_fraction else "")),
+            ("teacher mode", cfg.teacher_mode + (f" (top-{cfg.top_k}, cache built in "
+                                                 f"{metrics['offline_cache_s']:.1f} s)" if "offline_cache_s" in metrics else "")),
+            ("tokenizers", "shared (common vocabulary)" if metrics["shared_tokenizer"] else "different (ULD)"),
+            ("target tokens with a teacher prediction", f"{coverage:.1%}"),
+            ("training tokens/s (teacher included)", f"{metrics.get('tokens_per_s', 0):,.0f}")]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    atomic_write_text(run_dir / "report_section.md", f"### Distillation\n\n| | |\n|---|---|\n{table}\n")

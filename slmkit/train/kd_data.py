@@ -17,11 +17,14 @@ student layout works. A position of -1 means "no prediction" (e.g. cut by trunca
 With one tokenizer, student token j is teacher token j. With two tokenizers (ULD), student token j is
 matched to the teacher token that starts at the same character of the target text (character-offset
 span alignment); tokens whose start has no counterpart in the other tokenization get no KD term.
-Reads/writes nothing.
+
+:class:`DistillCollate` makes the training loop's batches from these pieces (and replaces targets by
+on-policy student samples when asked). Reads/writes nothing.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +142,56 @@ def collate_teacher(examples: list[dict[str, Any]], sides: Sides) -> dict[str, A
                 pos[b, j] = before[b] + k
     out["teacher_target_pos"] = pos
     return out
+
+
+class DistillCollate:
+    """Makes the loop's batches: the student's tensors plus the teacher's inputs (online) or its cached
+    top-k rows (offline); in training, with probability λ, the targets are first replaced by samples of
+    the current student (on-policy). The coin is a pure function of the seed and the batch's examples,
+    so a resumed run replays the same choices; evaluation (student in eval mode) never samples."""
+
+    def __init__(self, sides: Any, student: Any, *, reader: Any = None, on_policy: float = 0.0,
+                 sample_temperature: float = 1.0, sample_tokens: int = 128, seed: int = 0):
+        self.sides, self.student, self.reader = sides, student, reader
+        self.on_policy, self.seed = on_policy, seed
+        self.sample_temperature, self.sample_tokens = sample_temperature, sample_tokens
+
+    def target_count(self, example: dict[str, Any]) -> int:
+        return student_targets(example, self.sides)[1]
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        from slmkit.train.batching import collate
+
+        coin = random.Random(f"{self.seed}:{[e['index'] for e in examples]}")
+        sampled = self.on_policy > 0 and self.student.training and coin.random() < self.on_policy
+        if sampled:
+            examples = self.sample(examples, coin.randrange(2 ** 31))
+        sides = self.sides
+        batch = collate(examples, sides.student_tok.pad_token_id, sides.student_max_length, sides.student_start)
+        if self.reader is not None:
+            width = max(1, max(self.target_count(e) for e in examples))
+            batch.update(self.reader.batch([e["index"] for e in examples], width))
+        else:
+            batch.update(collate_teacher(examples, sides))
+        batch["on_policy"] = torch.tensor(float(sampled))
+        return batch
+
+    def sample(self, examples: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+        """The same prompts with targets sampled from the current student, in one generation batch."""
+        import torch
+
+        from slmkit.models.generate import GenerateConfig, generate
+
+        sides, model = self.sides, self.student
+        gen = GenerateConfig(max_new_tokens=self.sample_tokens, temperature=self.sample_temperature, seed=seed,
+                             batch_size=len(examples), prompt_format=sides.student_format)
+        device = next(model.parameters()).device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # generate() reseeds
+            outs = generate(model, sides.student_tok, [e["prompt"] for e in examples], gen, show_progress=False)
+        model.train()
+        return [encode_example(e["index"], e["prompt"], o.texts[0], sides) for e, o in zip(examples, outs)]
 
 
 def teacher_logits(teacher: Any, batch: dict[str, Any]) -> Any:
