@@ -69,8 +69,9 @@ def records(results: dict, seeds: list[int], recipe: dict, tokens_per_epoch: int
         info("teacher: parameters (decoder-only)", teacher["parameters"]),
         info("student: parameters (encoder–decoder)", results[f"student_kd_s{seeds[0]}"]["metrics"]["parameters"]),
         info("teacher exact match %", round(100 * results["teacher_eval"]["metrics"]["accuracy"], 1)),
-        info("student rows / steps / batch", f"{kd_stage.get('max_train_rows')} / {kd_stage['steps']} / "
-                                             f"{kd_stage['batch_size']}"),
+        info("student rows / steps / batch (both students)",
+             f"{results[f'student_kd_s{seeds[0]}']['metrics']['train_rows']} / {kd_stage['steps']} / "
+             f"{kd_stage['batch_size']}"),
         info("CE-only student exact match % (mean ± sd)", mean_sd(ce)),
         info("KD student exact match % (mean ± sd)", mean_sd(kd)),
         info("per seed CE → KD %", ", ".join(f"s{s}: {100 * a:.1f} → {100 * b:.1f}" for s, a, b in zip(seeds, ce, kd))),

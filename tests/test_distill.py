@@ -47,8 +47,8 @@ def one_model_logits(model, prompt, completion, start):
 
 
 @pytest.mark.parametrize("padding", ["right", "left"])
-@pytest.mark.parametrize("teacher_arch,student_arch", [("decoder", "t5"), ("decoder", "decoder"), ("t5", "t5"),
-                                                        ("t5", "decoder")])
+@pytest.mark.parametrize("teacher_arch,student_arch", [("decoder", "encdec"), ("decoder", "t5"), ("decoder", "decoder"),
+                                                        ("encdec", "t5"), ("t5", "decoder")])
 def test_alignment_matches_unpadded_forward(teacher_arch, student_arch, padding, tokenizer, math_rows):
     teacher = build(teacher_arch, "pico", tokenizer=tokenizer, seed=1).eval()
     student = build(student_arch, "pico", tokenizer=tokenizer, seed=2).eval()
@@ -162,7 +162,7 @@ def test_distill_learns_the_teacher_and_saves_a_model(tmp_path, tokenizer, math_
     from slmkit.artifacts import read_metrics
     from slmkit.models.load import load_model
 
-    cfg = config(tmp_path, tokenizer, math_rows[:64], alpha=1.0, steps=25, batch_size=8, lr=1e-2,
+    cfg = config(tmp_path, tokenizer, math_rows[:64], arch="encdec", alpha=1.0, steps=25, batch_size=8, lr=1e-2,
                  val_file=write_rows(tmp_path, math_rows[64:72], "val.jsonl"))
     result = distill.run(cfg, tmp_path / "run")
     kd = [r["kd"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "kd" in r]

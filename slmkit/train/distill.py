@@ -46,7 +46,7 @@ class Config(TrainArgs):
                               input=True)
     tokenizer: str | None = field(None, doc="student tokenizer (default: the student's own, else the teacher's)",
                                   input=True)
-    arch: str = field("t5", doc="student architecture to build when no model is given")
+    arch: str = field("encdec", doc="student architecture to build when no model is given")
     preset: str = field("pico", doc="size preset of the student architecture")
     model_overrides: dict[str, Any] = field(factory=dict, doc="student config fields that override the preset")
     prompt_format: str = field("plain", doc="student prompt format: plain or chat")
@@ -110,7 +110,8 @@ def preflight(cfg: Config, rows: list[dict]) -> Preflight:
         raise ConfigError("distill: teacher is not set (a model folder or hub id, or wire it with from:)")
     _check_numbers(cfg)
     t_config = _config(cfg.teacher, "teacher")
-    if t_config.model_type not in {**MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, **MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES}:
+    lm_types = {**MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, **MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES}
+    if not is_encoder_decoder(t_config) and t_config.model_type not in lm_types:
         raise ConfigError(f"distill: teacher '{cfg.teacher}' is a '{t_config.model_type}' model without a "
                           "language-model head; use a decoder-only (causal LM) or encoder–decoder teacher")
     teacher_tok = load_tokenizer(cfg.teacher_tokenizer or cfg.teacher)
@@ -165,7 +166,9 @@ def _config(path_or_id: str, what: str) -> Any:
     from transformers import AutoConfig
 
     from slmkit.errors import ModelError
+    from slmkit.models.registry import register_models
 
+    register_models()  # slmkit's own architectures (encdec) must be known to AutoConfig
     if Path(path_or_id).exists() and not (Path(path_or_id) / "config.json").exists():
         raise ModelError(f"distill: {what} '{path_or_id}' is not a model folder: config.json is missing")
     try:
