@@ -15,6 +15,7 @@ STAGES: dict[str, str] = {
     "data": "slmkit.data.stage",
     "tokenizer": "slmkit.models.tokenizer",
     "sft": "slmkit.train.sft",
+    "distill": "slmkit.train.distill",
     "exact_match": "slmkit.eval.exact_match",
     "preference": "slmkit.train.preference",
     "practice": "slmkit.train.practice",

@@ -147,3 +147,112 @@ def kto_loss_sum(model: Any, batch: dict[str, Any], *, beta: float = 0.1, desira
     if (~desirable).any():
         metrics["reward_rejected"] = float(beta * ratios[~desirable].detach().mean())
     return losses.sum(), metrics
+
+# ---------------------------------------------------------------------------------------------------------
+# Knowledge distillation (KD) terms. Every function takes *aligned* student logits [B, T, V] (position t of
+# the teacher tensor holds the teacher's distribution for the same target token), a boolean mask [B, T] of
+# positions to score, and returns the SUM over masked positions, so the loop's exact accumulation holds.
+#
+# Conventions (documented because toolkits disagree):
+# * ``forward_kl`` = KL(teacher || student) (mode-covering; Hinton et al. 2015), ``reverse_kl`` =
+#   KL(student || teacher) (mode-seeking; MiniLLM, Gu et al. 2024), ``jsd`` = the generalised JSD of GKD
+#   (Agarwal et al. 2024, Eq. 1) with β: β·KL(T || M) + (1-β)·KL(S || M), M = β·T + (1-β)·S. This is TRL's
+#   convention, in which β = 0 is forward KL and β = 1 reverse KL (``kd_divergence`` maps those to them).
+# * Temperature τ divides both logit sets, and the term is multiplied by τ² (Hinton et al. 2015) so that its
+#   gradient magnitude does not shrink as τ grows and one α works across temperatures. TRL does not apply
+#   τ²; at τ = 1 (the default) the two agree exactly.
+# * A log-probability of exactly zero mass is floored at ``LOG_FLOOR`` (exp underflows to 0 in float32 and
+#   float64, so 0·log 0 terms are 0 with finite gradients instead of NaN).
+# ---------------------------------------------------------------------------------------------------------
+
+LOG_FLOOR = -1.0e4
+KD_LOSSES = ("forward_kl", "reverse_kl", "jsd", "uld")
+
+
+def kd_divergence(student_logp: Any, teacher_logp: Any, kind: str, beta: float = 0.5) -> Any:
+    """Per-position divergence between two distributions over the same bins (log-probs, last axis)."""
+    import math
+
+    import torch
+
+    s, t = student_logp.clamp(min=LOG_FLOOR), teacher_logp.clamp(min=LOG_FLOOR)
+    if kind == "jsd" and beta <= 0.0:
+        kind = "forward_kl"
+    if kind == "jsd" and beta >= 1.0:
+        kind = "reverse_kl"
+    if kind == "forward_kl":
+        return (t.exp() * (t - s)).sum(-1)
+    if kind == "reverse_kl":
+        return (s.exp() * (s - t)).sum(-1)
+    if kind == "jsd":
+        m = torch.logaddexp(t + math.log(beta), s + math.log1p(-beta))
+        return beta * (t.exp() * (t - m)).sum(-1) + (1 - beta) * (s.exp() * (s - m)).sum(-1)
+    raise ValueError(f"unknown KD divergence '{kind}' (known: forward_kl, reverse_kl, jsd)")
+
+
+def kd_sum_full(student_logits: Any, teacher_logits: Any, mask: Any, *, kind: str = "forward_kl",
+                beta: float = 0.5, temperature: float = 1.0) -> Any:
+    """τ²·Σ over masked positions of the divergence over the common vocabulary (one shared tokenizer).
+
+    Both vocabularies are clipped to ``min(V_student, V_teacher)``: ids beyond a model's tokenizer are
+    padding rows of its embedding matrix, never real tokens, so they are dropped before the softmax.
+    """
+    import torch
+
+    vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
+    s = torch.log_softmax(student_logits[..., :vocab].float() / temperature, dim=-1)
+    t = torch.log_softmax(teacher_logits[..., :vocab].float() / temperature, dim=-1)
+    return temperature ** 2 * (kd_divergence(s, t, kind, beta) * mask).sum()
+
+
+def topk_bins(student_logp: Any, indices: Any, teacher_values: Any, teacher_tail: Any) -> tuple[Any, Any]:
+    """Student and teacher as distributions over k+1 bins: the teacher's top-k tokens plus one "rest" bin.
+
+    The teacher's remaining mass ``teacher_tail`` (stored exactly, in log space) and the student's mass
+    outside the same k tokens become the last bin. KD over these bins is the exact divergence between the
+    two distributions coarse-grained to {top-k, rest}: never more than the full-vocabulary divergence (data
+    processing inequality) and equal to it when the teacher's rest mass is zero. Renormalising the top-k
+    instead would silently inflate the teacher's confidence.
+    """
+    import torch
+
+    indices = indices.long()
+    picked = student_logp.gather(-1, indices)
+    # the student's rest mass summed directly (not 1 − Σ top-k, which cancels badly when top-k ≈ all mass)
+    student_rest = student_logp.scatter(-1, indices, float("-inf")).logsumexp(-1)
+    return (torch.cat([picked, student_rest.unsqueeze(-1)], dim=-1),
+            torch.cat([teacher_values.float(), teacher_tail.float().unsqueeze(-1)], dim=-1))
+
+
+def kd_sum_topk(student_logits: Any, values: Any, indices: Any, tail: Any, mask: Any, *,
+                kind: str = "forward_kl", beta: float = 0.5, temperature: float = 1.0,
+                vocab: int | None = None) -> Any:
+    """τ²·Σ of the divergence against a stored top-k teacher (offline mode; see :func:`topk_bins`).
+
+    ``values``/``tail`` are the teacher's log-probs at temperature τ already; ``vocab`` clips the student to
+    the common vocabulary the teacher's top-k was taken over.
+    """
+    import torch
+
+    vocab = vocab or student_logits.shape[-1]
+    s = torch.log_softmax(student_logits[..., :vocab].float() / temperature, dim=-1)
+    s_bins, t_bins = topk_bins(s, indices, values, tail)
+    return temperature ** 2 * (kd_divergence(s_bins, t_bins, kind, beta) * mask).sum()
+
+
+def uld_sum(student_logits: Any, teacher_logits: Any, mask: Any, *, temperature: float = 1.0) -> Any:
+    """τ²·Σ of the Universal Logit Distillation distance (Boizard et al. 2024, arXiv 2402.12030, Eq. 5).
+
+    Works across tokenizers: each side's probabilities are sorted in decreasing order, the smaller
+    vocabulary is padded with zeros, and the distance is the L1 between the sorted vectors (the closed form
+    of their Wasserstein-1 bound with unit transport cost). Token identity is not used, so the vocabularies
+    may differ; positions must already be aligned (see ``slmkit.train.kd_data``).
+    """
+    import torch
+
+    s = torch.softmax(student_logits.float() / temperature, dim=-1).sort(dim=-1, descending=True).values
+    t = torch.softmax(teacher_logits.float() / temperature, dim=-1).sort(dim=-1, descending=True).values
+    width = max(s.shape[-1], t.shape[-1])
+    s = torch.nn.functional.pad(s, (0, width - s.shape[-1]))
+    t = torch.nn.functional.pad(t, (0, width - t.shape[-1]))
+    return temperature ** 2 * ((s - t).abs().sum(-1) * mask).sum()
