@@ -16,6 +16,10 @@ STAGES: dict[str, str] = {
     "tokenizer": "slmkit.models.tokenizer",
     "sft": "slmkit.train.sft",
     "exact_match": "slmkit.eval.exact_match",
+    "guard_data": "slmkit.guard.data",
+    "guard_train": "slmkit.guard.train",
+    "guard_export": "slmkit.guard.export",
+    "guard_eval": "slmkit.guard.evaluate",
 }
 
 
