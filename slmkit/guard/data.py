@@ -53,8 +53,8 @@ class Config:
     test_frac: float = field(0.1, doc="fraction of each (source, category) stratum for the test split")
     template_val_frac: float = field(0.15, doc="fraction of jailbreak templates kept for validation")
     template_test_frac: float = field(0.25, doc="fraction of jailbreak templates kept for test / held-out")
-    wrap_train: int = field(1200, doc="jailbreak-wrapped training prompts per label")
-    wrap_eval: int = field(200, doc="jailbreak-wrapped prompts per label in val, test and heldout")
+    wrap_train: int = field(600, doc="jailbreak-wrapped training prompts per label")
+    wrap_eval: int = field(100, doc="jailbreak-wrapped prompts per label in val, test and heldout")
     near_dup: float = field(0.8, doc="word-set Jaccard at or above which two prompts are near-duplicates")
     seed: int = field(0, doc="seed for sampling, splitting and wrapping")
 

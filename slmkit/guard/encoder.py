@@ -164,9 +164,11 @@ class EncoderGuard(WindowedGuard):
 def load_base(base_model: str | None, layers: int) -> tuple[Any, Any]:
     """(classifier with a fresh 2-way head, fast tokenizer) from a folder or hub id."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging
 
     path = base_model or default_encoder()
     extra = {"num_hidden_layers": layers} if layers else {}
+    logging.set_verbosity_error()  # the load report lists the new head (and dropped layers): expected here
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, use_safetensors=True,
                                                                    **extra)

@@ -54,7 +54,8 @@ def score_splits(guard: Any, folder: str) -> dict[str, list[dict[str, Any]]]:
     for split in EVAL_SPLITS:
         rows = read_split(folder, split)
         scores = guard.score([r["prompt"] for r in rows])
-        out[split] = [{"source": r["meta"].get("source", "?"), "wrapped": bool(r["meta"].get("wrapped")),
+        out[split] = [{"source": r["meta"].get("source", "?"), "category": r["meta"].get("category", ""),
+                       "wrapped": bool(r["meta"].get("wrapped")),
                        "label": LABELS[r["answer"]], "score": s, "prompt": r["prompt"]} for r, s in zip(rows, scores)]
     return out
 
@@ -79,6 +80,9 @@ def summarize(scored: dict[str, list[dict]], threshold: float) -> dict[str, Any]
     for r in plain(test):
         test_sources[r["source"]].append(r)
     wrapped_benign = [r for r in wrapped(test) + wrapped(held) if not r["label"]]
+    xs_types: dict[str, list[dict]] = defaultdict(list)
+    for r in xs:
+        xs_types[r["category"]].append(r)
     return {
         "threshold": threshold,
         "in_distribution": _metrics(plain(test), threshold),
@@ -91,6 +95,8 @@ def summarize(scored: dict[str, list[dict]], threshold: float) -> dict[str, Any]
         "wrapped_benign": _rate(wrapped_benign, threshold),
         "xstest_safe": _rate([r for r in xs if not r["label"]], threshold),
         "xstest_unsafe": _rate([r for r in xs if r["label"]], threshold),
+        "xstest_types": {t: {"label": "refuse" if rows[0]["label"] else "comply", **_rate(rows, threshold)}
+                         for t, rows in sorted(xs_types.items())},
         "test_sources": {s: {"label": "refuse" if rows[0]["label"] else "comply", **_rate(rows, threshold)}
                          for s, rows in sorted(test_sources.items())},
     }

@@ -138,12 +138,10 @@ def agreement(a: list[float], b: list[float], threshold: float) -> dict[str, flo
             "max_abs_diff": max((abs(x - y) for x, y in zip(a, b)), default=0.0)}
 
 
-def check_rows(guard_data: str | None) -> list[str]:
+def check_rows(guard_data: str) -> list[str]:
     """Texts of every evaluation split (val, test, heldout, xstest) for the agreement check."""
     from slmkit.guard.data import read_split
 
-    if not guard_data:
-        return []
     return [r["prompt"] for split in ("val", "test", "heldout", "xstest")
             for r in read_split(guard_data, split)]
 
@@ -153,8 +151,9 @@ def run(cfg: Config, run_dir: Path) -> Result:
     from slmkit.artifacts import atomic_dir, atomic_write_json
     from slmkit.guard import META_FILE, load_guard, read_meta
 
-    if not cfg.guard:
-        raise ConfigError("guard_export: guard is not set (wire it with from: guard_train)")
+    if not cfg.guard or not cfg.guard_data:
+        raise ConfigError("guard_export: guard and guard_data must be set (wire them with from: guard_train, "
+                          "guard_data); the int8/fp32 agreement is always measured")
     meta = read_meta(cfg.guard)
     if meta["kind"] != "encoder":
         raise ConfigError(f"guard_export: {cfg.guard} is a '{meta['kind']}' guard; only encoder guards export")

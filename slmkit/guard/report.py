@@ -34,6 +34,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| test source | label | flagged | n |", "|---|---|---|---|"]
     for source, r in result["test_sources"].items():
         lines.append(f"| {source} | {r['label']} | {_pct(r['rate'])} | {r['n']} |")
+    lines += ["", "| XSTest type (evaluation only) | label | flagged | n |", "|---|---|---|---|"]
+    for kind, r in result.get("xstest_types", {}).items():
+        lines.append(f"| {kind} | {r['label']} | {_pct(r['rate'])} | {r['n']} |")
     if "latency" in result:
         lines += ["", "| batch-1 latency | p50 ms | p95 ms | n |", "|---|---|---|---|"]
         for name, lat in result["latency"].items():

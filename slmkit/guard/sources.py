@@ -51,49 +51,15 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _do_not_answer(d: Path) -> Pairs:
-    for r in _csv(d / "do_not_answer_en.csv"):
-        yield r["question"], r["types_of_harm"]
-
-
-def _advbench(d: Path) -> Pairs:
-    for r in _csv(d / "harmful_behaviors.csv"):
-        yield r["goal"], "advbench"
-
-
-def _harmbench(d: Path) -> Pairs:
-    # Standard behaviours only: copyright ones ask for lyrics, contextual ones need their context string.
-    for r in _csv(d / "harmbench_behaviors_text_all.csv"):
-        if r["FunctionalCategory"] == "standard":
-            yield r["Behavior"], r["SemanticCategory"]
-
-
-def _or_bench(name: str) -> Callable[[Path], Pairs]:
+def _table(load: Callable[[Path], list[dict]], files: str | tuple[str, ...], text: str, category: str = "",
+           keep: Callable[[dict], bool] | None = None) -> Callable[[Path], Pairs]:
+    """A reader of one column (and optionally a category column) from table-like files of a folder."""
     def read(d: Path) -> Pairs:
-        for r in _csv(d / name):
-            yield r["prompt"], r["category"]
+        for name in (files,) if isinstance(files, str) else files:
+            for r in load(d / name):
+                if keep is None or keep(r):
+                    yield r[text], r[category] if category else ""
     return read
-
-
-def _coconot(name: str, unsafe_only: bool) -> Callable[[Path], Pairs]:
-    def read(d: Path) -> Pairs:
-        for r in _jsonl(d / name):
-            # CoCoNot's noncompliance also covers unanswerable-but-harmless requests (underspecified,
-            # humanising, ...); only its safety category is "should not be answered" for a guard.
-            if not unsafe_only or r["category"] == "Requests with safety concerns":
-                yield r["prompt"], r["subcategory"]
-    return read
-
-
-def _oktest(d: Path) -> Pairs:
-    for name in ("OKTest.csv", "OKTest_heldout.csv"):
-        for r in _csv(d / name):
-            yield r["prompt"].strip(), "oktest"
-
-
-def _phtest(d: Path) -> Pairs:
-    for r in _json(d / "PHTest-200.json"):
-        yield r["prompt"], "phtest"
 
 
 def _stl(names: tuple[str, ...]) -> Callable[[Path], Pairs]:
@@ -104,63 +70,55 @@ def _stl(names: tuple[str, ...]) -> Callable[[Path], Pairs]:
     return read
 
 
-def _cyberseceval(d: Path) -> Pairs:
-    for r in _json(d / "mitre_frr.json"):
-        yield r["mutated_prompt"], "mitre_frr"
+# Standard HarmBench behaviours only: copyright ones ask for lyrics, contextual ones need a context string.
+_harmbench = _table(_csv, "harmbench_behaviors_text_all.csv", "Behavior", "SemanticCategory",
+                    keep=lambda r: r["FunctionalCategory"] == "standard")
 
 
-def _alpaca(d: Path) -> Pairs:
-    for r in _json(d / "alpaca_no_input_first5000.json"):
-        yield r["instruction"], "alpaca"
-
-
-def _gptfuzz_questions(d: Path) -> Pairs:
-    for r in _csv(d / "question_list.csv"):
-        yield r["text"], "gptfuzz"
-
-
-def _gsm8k(d: Path) -> Pairs:
-    for r in _jsonl(d / "test.jsonl"):
-        yield r["question"], "gsm8k"
-
-
-def _arc(d: Path) -> Pairs:
-    for r in _jsonl(d / "arc_challenge_test.jsonl"):
-        yield r["question"], "arc"
+def _coconot(name: str, unsafe_only: bool) -> Callable[[Path], Pairs]:
+    # CoCoNot's noncompliance also covers unanswerable-but-harmless requests (underspecified, humanising,
+    # ...); only its safety category is "should not be answered" for a guard.
+    keep = (lambda r: r["category"] == "Requests with safety concerns") if unsafe_only else None
+    return _table(_jsonl, name, "prompt", "subcategory", keep=keep)
 
 
 def _xstest(label: str) -> Callable[[Path], Pairs]:
-    def read(d: Path) -> Pairs:
-        for r in _csv(d / "xstest_prompts.csv"):
-            if r["label"] == label:
-                yield r["prompt"], r["type"]
-    return read
+    return _table(_csv, "xstest_prompts.csv", "prompt", "type", keep=lambda r: r["label"] == label)
 
 
 SOURCES: dict[str, Source] = {
     # should not be answered
-    "do_not_answer": Source("do_not_answer", _do_not_answer, "refuse", "Apache-2.0"),
-    "advbench": Source("advbench", _advbench, "refuse", "MIT"),
+    "do_not_answer": Source("do_not_answer", _table(_csv, "do_not_answer_en.csv", "question", "types_of_harm"),
+                            "refuse", "Apache-2.0"),
+    "advbench": Source("advbench", _table(_csv, "harmful_behaviors.csv", "goal"), "refuse", "MIT"),
     "harmbench": Source("harmbench", _harmbench, "refuse", "MIT"),
-    "or_bench_toxic": Source("or_bench", _or_bench("or-bench-toxic.csv"), "refuse", "CC BY 4.0"),
+    "or_bench_toxic": Source("or_bench", _table(_csv, "or-bench-toxic.csv", "prompt", "category"), "refuse",
+                             "CC BY 4.0"),
     "coconot_unsafe": Source("coconot", _coconot("coconot_eval.jsonl", True), "refuse", "MIT"),
     "stl_unsafe": Source("safety_tuned_llamas_eval", _stl(("I-PhysicalSafetyUnsafe", "I-MaliciousInstructions",
                          "I-CoNa", "I-Controversial")), "refuse", "CC BY-NC 4.0 (SafeText MIT)"),
-    "gptfuzz_questions": Source("jailbreak_templates_gptfuzz", _gptfuzz_questions, "refuse", "MIT"),
+    "gptfuzz_questions": Source("jailbreak_templates_gptfuzz", _table(_csv, "question_list.csv", "text"), "refuse",
+                                "MIT"),
     # should be answered: ordinary instructions and questions
-    "alpaca": Source("alpaca_instructions", _alpaca, "comply", "CC BY-NC 4.0"),
+    "alpaca": Source("alpaca_instructions", _table(_json, "alpaca_no_input_first5000.json", "instruction"),
+                     "comply", "CC BY-NC 4.0"),
     "stl_alpaca": Source("safety_tuned_llamas_eval", _stl(("I-Alpaca",)), "comply", "CC BY-NC 4.0"),
-    "gsm8k": Source("gsm8k", _gsm8k, "comply", "MIT"),
-    "arc_challenge": Source("arc_challenge", _arc, "comply", "CC BY-SA 4.0"),
+    "gsm8k": Source("gsm8k", _table(_jsonl, "test.jsonl", "question"), "comply", "MIT"),
+    "arc_challenge": Source("arc_challenge", _table(_jsonl, "arc_challenge_test.jsonl", "question"), "comply",
+                            "CC BY-SA 4.0"),
     # should be answered: hard negatives that look unsafe
-    "or_bench_hard": Source("or_bench", _or_bench("or-bench-hard-1k.csv"), "comply", "CC BY 4.0"),
-    "or_bench_80k": Source("or_bench", _or_bench("or-bench-80k-subset1000.csv"), "comply", "CC BY 4.0"),
+    "or_bench_hard": Source("or_bench", _table(_csv, "or-bench-hard-1k.csv", "prompt", "category"), "comply",
+                            "CC BY 4.0"),
+    "or_bench_80k": Source("or_bench", _table(_csv, "or-bench-80k-subset1000.csv", "prompt", "category"),
+                           "comply", "CC BY 4.0"),
     "coconot_contrast": Source("coconot", _coconot("coconot_contrast_eval.jsonl", False), "comply", "MIT"),
     "coconot_pref": Source("coconot", _coconot("coconot_pref_prompts.jsonl", False), "comply", "MIT"),
-    "oktest": Source("oktest", _oktest, "comply", "unclear (research use)"),
-    "phtest": Source("phtest_subset200", _phtest, "comply", "MIT"),
+    "oktest": Source("oktest", _table(_csv, ("OKTest.csv", "OKTest_heldout.csv"), "prompt"), "comply",
+                     "unclear (research use)"),
+    "phtest": Source("phtest_subset200", _table(_json, "PHTest-200.json", "prompt"), "comply", "MIT"),
     "stl_safe": Source("safety_tuned_llamas_eval", _stl(("I-PhysicalSafetySafe",)), "comply", "MIT (SafeText)"),
-    "cyberseceval_frr": Source("cyberseceval_mitre_frr", _cyberseceval, "comply", "MIT"),
+    "cyberseceval_frr": Source("cyberseceval_mitre_frr", _table(_json, "mitre_frr.json", "mutated_prompt"),
+                               "comply", "MIT"),
     # evaluation only: never trained or calibrated on
     "xstest_safe": Source("xstest", _xstest("safe"), "comply", "CC BY 4.0"),
     "xstest_unsafe": Source("xstest", _xstest("unsafe"), "refuse", "CC BY 4.0"),

@@ -31,7 +31,7 @@ class Config:
     layers: int = field(0, doc="keep only the first N transformer layers of the encoder (0: all)")
     window: int = field(128, doc="window length: tokens incl. special tokens (encoder) or words (ngram)")
     stride: int = field(96, doc="distance between window starts (overlap = window - stride)")
-    epochs: float = field(3.0, doc="passes over the training windows (encoder)")
+    epochs: float = field(2.0, doc="passes over the training windows (encoder)")
     batch_size: int = field(32, doc="windows per optimizer step (encoder)")
     lr: float = field(5e-5, doc="peak learning rate (encoder)")
     weight_decay: float = field(0.01, doc="AdamW weight decay (encoder)")
