@@ -264,7 +264,7 @@ def test_guard_eval_stage_report(ngram_guard, guard_data, tmp_path):
     assert report["in_distribution"]["accuracy"] == pytest.approx(expected["accuracy"])
     assert result.metrics["accuracy"] == pytest.approx(expected["accuracy"])
     assert report["xstest_safe"]["n"] == 1 and set(report["latency"]) == {"32_tokens", "128_tokens"}
-    assert "over-refusal" not in report and "| xstest_safe |" in (tmp_path / "report_section.md").read_text()
+    assert "| xstest_safe |" in (tmp_path / "report_section.md").read_text()
     assert (tmp_path / "scores.png").exists()
 
 
