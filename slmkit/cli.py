@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "leaderboard": "slmkit.eval.cli:leaderboard_main",
     "bench": "slmkit.bench.cli:main",
     "merge": "slmkit.merge.command:main",
+    "guard": "slmkit.guard.cli:main",
 }
 """Feature commands: verb -> "module:function"; the function takes the remaining argv and returns an exit code."""
 

@@ -24,6 +24,10 @@ STAGES: dict[str, str] = {
     "efficiency": "slmkit.bench.stage",
     "merge": "slmkit.merge.stage",
     "exact_match_table": "slmkit.eval.table",
+    "guard_data": "slmkit.guard.data",
+    "guard_train": "slmkit.guard.train",
+    "guard_export": "slmkit.guard.export",
+    "guard_eval": "slmkit.guard.evaluate",
 }
 
 

@@ -4,8 +4,9 @@ A backend is any object with ``name`` and ``generate(prompts, cfg) -> list[Gener
 ``slmkit.models.generate``). ``BACKENDS`` maps a kind to a "module:Class" string; ``make_backend`` builds
 one from a spec such as ``{"kind": "local", "model": "runs/x/02_sft/model"}``. Kinds: ``local`` (any
 transformers model folder or hub id), ``openai`` (any OpenAI-compatible server: ``slmkit serve``, vLLM,
-llama.cpp, the OpenAI API), ``ctranslate2`` (a folder made by ``slmkit export``); other kinds (rule-based
-teachers, ...) add one line here.
+llama.cpp, the OpenAI API), ``ctranslate2`` (a folder made by ``slmkit export``), ``guarded`` (any backend
+spec behind a prompt guard: ``{"kind": "guarded", "backend": {...}, "guard": "<guard folder>"}``); other
+kinds (rule-based teachers, ...) add one line here.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ BACKENDS: dict[str, str] = {
     "local": "slmkit.backends.local:LocalBackend",
     "openai": "slmkit.backends.openai:OpenAIBackend",
     "ctranslate2": "slmkit.deploy.ctranslate2:CT2Backend",
+    "guarded": "slmkit.guard.guarded:GuardedBackend",
 }
 
 
