@@ -17,6 +17,7 @@ STAGES: dict[str, str] = {
     "tokenizer": "slmkit.models.tokenizer",
     "sft": "slmkit.train.sft",
     "exact_match": "slmkit.eval.exact_match",
+    "synth": "slmkit.synth.stage",
 }
 
 

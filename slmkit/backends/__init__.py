@@ -26,6 +26,7 @@ class Backend(Protocol):
 
 BACKENDS: dict[str, str] = {
     "local": "slmkit.backends.local:LocalBackend",
+    "rule_math": "slmkit.synth.rule_teacher:RuleMathBackend",
 }
 
 
