@@ -40,6 +40,23 @@ class Result:
     outputs: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+def is_main_process() -> bool:
+    """False on the non-zero ranks of an ``accelerate launch``/torchrun job: only rank 0 writes run files."""
+    if "RANK" not in os.environ and "LOCAL_RANK" not in os.environ:
+        return True
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def barrier() -> None:
+    """Wait for every process of a distributed job (no-op in a single process)."""
+    if "RANK" in os.environ or "LOCAL_RANK" in os.environ:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+
+
 def check_name(name: str, what: str) -> str:
     """Refuse names that could escape the run folder (``..``, slashes) or are not plain words."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:

@@ -199,17 +199,14 @@ def run_stage(step: StagePlan, results: dict[str, dict], force: bool, echo: Any 
         if previous.get("fingerprint") == fp:
             echo(f"[{step.index:02d}] {step.name}: reused (config and inputs unchanged)")
             return previous
-    if force and step.folder.exists():
-        shutil.rmtree(step.folder)
-    if done_file.exists():
-        done_file.unlink()  # its artefacts are about to be replaced: never leave a stale "complete" mark
-    step.folder.mkdir(parents=True, exist_ok=True)
-    _write_yaml(step.folder / "config.yaml", {"stage": step.stage, "name": step.name, **config})
-    artifacts.atomic_write_json(step.folder / "provenance.json", {**artifacts.provenance(config, hashes),
-                                                                   "fingerprint": fp})
+    main = artifacts.is_main_process()
+    if main:
+        _prepare_folder(step, config, hashes, fp, force)
+    artifacts.barrier()
     echo(f"[{step.index:02d}] {step.name}: running {step.stage}")
     start = time.time()
     result = step.module.run(step.config, step.folder)
+    artifacts.barrier()
     outputs = {k: str(step.folder / v) for k, v in step.module.OUTPUTS.items()} | dict(result.outputs)
     record = {
         "stage": step.stage, "name": step.name, "fingerprint": fp, "metrics": result.metrics,
@@ -217,8 +214,22 @@ def run_stage(step: StagePlan, results: dict[str, dict], force: bool, echo: Any 
                                               if Path(v).exists()},
         "wall_time_s": round(time.time() - start, 2),
     }
-    artifacts.atomic_write_json(done_file, record)
+    if main:
+        artifacts.atomic_write_json(done_file, record)
     return record
+
+
+def _prepare_folder(step: StagePlan, config: dict, hashes: dict[str, str], fp: str, force: bool) -> None:
+    """Fresh folder on --force; the stale completion mark removed; resolved config and provenance written."""
+    if force and step.folder.exists():
+        shutil.rmtree(step.folder)
+    done_file = step.folder / "result.json"
+    if done_file.exists():
+        done_file.unlink()  # its artefacts are about to be replaced: never leave a stale "complete" mark
+    step.folder.mkdir(parents=True, exist_ok=True)
+    _write_yaml(step.folder / "config.yaml", {"stage": step.stage, "name": step.name, **config})
+    artifacts.atomic_write_json(step.folder / "provenance.json",
+                                {**artifacts.provenance(config, hashes), "fingerprint": fp})
 
 
 def _input_hashes(step: StagePlan, results: dict[str, dict]) -> dict[str, str]:

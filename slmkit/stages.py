@@ -6,11 +6,10 @@ folder) and ``run(cfg, run_dir) -> Result``. Adding a stage is one module and on
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from types import ModuleType
 
 from slmkit.errors import ConfigError
+from slmkit.registry import resolve
 
 STAGES: dict[str, str] = {
     "data": "slmkit.data.stage",
@@ -23,8 +22,4 @@ STAGES: dict[str, str] = {
 
 def load_stage(name: str) -> ModuleType:
     """Import the module of stage type ``name``; unknown names get a "did you mean"."""
-    if name not in STAGES:
-        close = difflib.get_close_matches(name, STAGES, n=1)
-        hint = f" — did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"unknown stage '{name}'{hint} (known: {', '.join(sorted(STAGES))})")
-    return importlib.import_module(STAGES[name])
+    return resolve(STAGES, name, "stage", ConfigError)

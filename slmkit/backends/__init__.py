@@ -9,10 +9,10 @@ one line here.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Protocol
 
 from slmkit.errors import ConfigError
+from slmkit.registry import resolve
 
 
 class Backend(Protocol):
@@ -34,10 +34,8 @@ def make_backend(spec: dict[str, Any]) -> Backend:
     """Build a backend from ``{"kind": ..., **kwargs}``; unknown kinds and bad kwargs are config errors."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    if kind not in BACKENDS:
-        raise ConfigError(f"backend kind '{kind}' is unknown (known: {', '.join(BACKENDS)})")
-    module, cls = BACKENDS[kind].split(":")
+    cls = resolve(BACKENDS, kind, "backend kind", ConfigError)
     try:
-        return getattr(importlib.import_module(module), cls)(**spec)
+        return cls(**spec)
     except TypeError as err:
         raise ConfigError(f"backend '{kind}': {err}") from None

@@ -20,10 +20,18 @@ def is_encoder_decoder(model_or_config: Any) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
+def _quiet_transformers() -> None:
+    """slmkit shows its own progress; transformers' per-file bars would interleave with it."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 def load_model(path_or_id: str, *, dtype: Any = None, device: str | None = None) -> Any:
     """Load a causal-LM or seq2seq model from a folder or a hub id (safetensors only)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    _quiet_transformers()
     _check_local(path_or_id, "config.json")
     try:
         config = AutoConfig.from_pretrained(path_or_id)
@@ -57,6 +65,7 @@ def load_tokenizer(path_or_id: str) -> Any:
 def save_model(model: Any, tokenizer: Any, path: str | Path) -> Path:
     """Save model (+ tokenizer) as safetensors in the standard layout, atomically."""
     path = Path(path)
+    _quiet_transformers()
     with atomic_dir(path) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:

@@ -8,10 +8,10 @@ parameter counts in ``slmkit list``) and ``make_config(preset, vocab_size, speci
 from __future__ import annotations
 
 import difflib
-import importlib
 from types import ModuleType
 
 from slmkit.errors import ModelError
+from slmkit.registry import resolve
 
 ARCHITECTURES: dict[str, str] = {
     "decoder": "slmkit.models.decoder",
@@ -21,11 +21,7 @@ ARCHITECTURES: dict[str, str] = {
 
 def get_arch(name: str) -> ModuleType:
     """The module of architecture ``name``; unknown names get a "did you mean"."""
-    if name not in ARCHITECTURES:
-        close = difflib.get_close_matches(name, ARCHITECTURES, n=1)
-        hint = f" — did you mean '{close[0]}'?" if close else ""
-        raise ModelError(f"unknown architecture '{name}'{hint} (known: {', '.join(ARCHITECTURES)})")
-    return importlib.import_module(ARCHITECTURES[name])
+    return resolve(ARCHITECTURES, name, "architecture", ModelError)
 
 
 def preset_kwargs(arch: ModuleType, name: str, preset: str) -> dict:

@@ -78,5 +78,8 @@ def run(cfg: Config, run_dir: Path) -> Result:
         tokenizer = train_tokenizer(texts, cfg.vocab_size, cfg.min_frequency)
     else:
         raise ConfigError("tokenizer: set train_file (to train a BPE) or base (to use an existing tokenizer)")
-    save_tokenizer(tokenizer, run_dir / OUTPUTS["tokenizer"])
+    from slmkit.artifacts import is_main_process
+
+    if is_main_process():
+        save_tokenizer(tokenizer, run_dir / OUTPUTS["tokenizer"])
     return Result(metrics={"vocab_size": len(tokenizer)})

@@ -80,6 +80,7 @@ def run(cfg: Config, run_dir: Path) -> Result:
     """Train and save ``run_dir/model``."""
     from slmkit.data.loaders import read_rows
     from slmkit.errors import ConfigError
+    from slmkit.artifacts import is_main_process
     from slmkit.models.build import count_parameters
     from slmkit.models.load import save_model
     from slmkit.train.loop import train
@@ -93,5 +94,6 @@ def run(cfg: Config, run_dir: Path) -> Result:
     model, tokenizer = load_or_build(cfg)
     job = sft_job(model, tokenizer, rows, val, cfg)
     model, summary = train(model, job, cfg, run_dir, fingerprint=stage_fingerprint(run_dir))
-    save_model(model, tokenizer, run_dir / OUTPUTS["model"])
+    if is_main_process():
+        save_model(model, tokenizer, run_dir / OUTPUTS["model"])
     return Result(metrics={**summary, "parameters": count_parameters(model), "train_rows": len(rows)})

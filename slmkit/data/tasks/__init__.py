@@ -11,9 +11,9 @@ Tasks: ``math`` (GSM8K-style word problems, Cobbe et al. 2021, arXiv 2110.14168)
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from typing import Any, Callable
+
+from slmkit.registry import resolve
 
 # Strings, not functions: importing every task module up front would cost time for
 # callers that only want the list of names (e.g. a CLI's --help).
@@ -28,12 +28,4 @@ def get_task(name: str) -> Callable[..., list[dict[str, Any]]]:
 
     Raises ``KeyError`` naming the known tasks (and the closest match) for an unknown name.
     """
-    target = TASKS.get(name)
-    if target is None:
-        known = ", ".join(sorted(TASKS))
-        close = difflib.get_close_matches(str(name), list(TASKS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown task {name!r}.{hint} Known tasks: {known}")
-    module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, attr)
+    return resolve(TASKS, name, "task", KeyError)

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from slmkit.data.tasks.common import distinct_rows
+
 # A step template pairs the question sentence with the short solution words that precede
 # "a op b = c.", so the solution always talks about the same event as the question.
 Template = tuple[str, str]
@@ -304,29 +306,14 @@ def generate(
     the step count of each problem is uniform in ``[min_steps, max_steps]``.
     """
     _check_args(n, min_steps, max_steps, max_operand)
-    rng = random.Random(seed)
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    attempts = 0
-    while len(rows) < n:
-        attempts += 1
-        if attempts > 100 * n + 1000:
-            raise ValueError(
-                f"could only make {len(rows)} distinct problems of n={n}; "
-                "raise max_operand or max_steps"
-            )
+
+    def make_row(rng: random.Random) -> dict[str, Any]:
         steps = rng.randint(min_steps, max_steps)
         prompt, completion, answer, ops = _make_problem(rng, steps, max_operand)
-        if prompt in seen:
-            continue
-        seen.add(prompt)
-        rows.append({
-            "prompt": prompt,
-            "completion": completion,
-            "answer": str(answer),
-            "meta": {"task": "math", "steps": steps, "ops": ops, "seed": seed},
-        })
-    return rows
+        return {"prompt": prompt, "completion": completion, "answer": str(answer),
+                "meta": {"task": "math", "steps": steps, "ops": ops, "seed": seed}}
+
+    return distinct_rows(n, seed, make_row, "problems")
 
 
 def _claim_holds(a: int, op: str, b: int, c: int) -> bool:

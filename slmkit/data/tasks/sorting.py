@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from slmkit.data.tasks.common import distinct_rows
+
 SIGNS: tuple[str, ...] = ("positive", "mixed")
 # The lengths the paper reports; other lengths >= 2 are allowed for curricula.
 PAPER_LENGTHS: tuple[int, ...] = (8, 16, 32)
@@ -57,24 +59,12 @@ def generate(
     -max_abs..max_abs with both signs present).
     """
     _check_args(n, length, signs, max_abs)
-    rng = random.Random(seed)
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    attempts = 0
-    while len(rows) < n:
-        attempts += 1
-        if attempts > 100 * n + 1000:
-            raise ValueError(f"could only make {len(rows)} distinct lists of n={n}")
+
+    def make_row(rng: random.Random) -> dict[str, Any]:
         values = _make_list(rng, length, signs, max_abs)
-        prompt = f"Sort these numbers in ascending order: {_join(values)}"
-        if prompt in seen:
-            continue
-        seen.add(prompt)
         answer = _join(sorted(values))
-        rows.append({
-            "prompt": prompt,
-            "completion": f"#### {answer}",
-            "answer": answer,
-            "meta": {"task": "sorting", "length": length, "signs": signs, "seed": seed},
-        })
-    return rows
+        return {"prompt": f"Sort these numbers in ascending order: {_join(values)}",
+                "completion": f"#### {answer}", "answer": answer,
+                "meta": {"task": "sorting", "length": length, "signs": signs, "seed": seed}}
+
+    return distinct_rows(n, seed, make_row, "lists")
