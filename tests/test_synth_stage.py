@@ -169,3 +169,18 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_rows(tmp_path, fakes)
     assert resumed == (tmp_path / "straight" / "train.jsonl").read_text() and len(resumed.splitlines()) > 80
     ids = [json.loads(line)["id"] for line in journal.read_text().splitlines()[1:]]
     assert sorted(set(ids)) == sorted(ids) and len(ids) == 40  # nothing journaled twice
+
+
+def test_orca_math_synth_recipe_trains_on_its_synthetic_rows(tmp_path):
+    from slmkit.cli import main
+
+    overrides = ["data.n_train=12", "data.n_val=4", "data.n_test=6", "synth.decontaminate=[]", "sft.preset=pico",
+                 "sft.steps=2", "sft.eval_every=2", "sft.checkpoint_every=2", "sft.max_length=256",
+                 "exact_match.max_new_tokens=8"]
+    assert main(["run", "orca_math_synth", *overrides, "--runs-dir", str(tmp_path)]) == 0
+    folder = tmp_path / "orca_math_synth"
+    synth = json.loads((folder / "01_synth" / "result.json").read_text())
+    assert synth["metrics"]["rows"] > 12  # the seeds (kept) and their harder versions
+    sft = (folder / "03_sft" / "config.yaml").read_text()
+    assert str(folder / "01_synth" / "train.jsonl") in sft
+    assert "RULE-BASED" in (folder / "report.md").read_text()

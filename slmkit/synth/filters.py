@@ -34,7 +34,8 @@ def words(text: str) -> list[str]:
 
 
 def ngrams(tokens: list[str], n: int) -> set[str]:
-    return {" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+    """Every run of ``n`` consecutive words, joined by spaces."""
+    return set(map(" ".join, zip(*(tokens[k:] for k in range(n))))) if n > 0 else set()
 
 
 class NgramIndex:

@@ -14,7 +14,6 @@ rejected candidate with its reason), ``stats.json``, ``report_section.md``, ``jo
 
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from collections import Counter
@@ -89,6 +88,13 @@ def check(cfg: Config) -> None:
         raise ConfigError("synth: max_retries and n must be >= 0")
 
 
+def _pipeline(cfg: Config) -> Any:
+    from slmkit.errors import ConfigError
+    from slmkit.registry import resolve
+
+    return resolve(PIPELINES, cfg.pipeline, "synth pipeline", ConfigError)
+
+
 def journal_key(cfg: Config) -> str:
     """What the journal's records depend on: every setting except the filters and the speed knobs."""
     from slmkit.config import to_dict
@@ -129,7 +135,7 @@ def generate(cfg: Config, run_dir: Path) -> tuple[list[tuple[str, dict]], dict[s
     from slmkit.synth.roles import get_roles
 
     check(cfg)
-    pipeline = importlib.import_module(PIPELINES[cfg.pipeline])
+    pipeline = _pipeline(cfg)
     roles = get_roles(cfg.templates)
     items = pipeline.make_items(cfg)
     teacher = make_teacher(cfg, run_dir)
@@ -145,8 +151,10 @@ def generate(cfg: Config, run_dir: Path) -> tuple[list[tuple[str, dict]], dict[s
         records = run_items(items, work, journal, cfg.concurrency * cfg.batch_size, f"synth {cfg.pipeline}", summary)
     finally:
         teacher.close()
+    used = {teacher.backend(r) for r in roles}
     engine = {**teacher.counts, "generation_s": round(time.time() - start, 3),
-              "backends": sorted({teacher.backend(r).name for r in roles})}
+              "backends": sorted(b.name for b in used),
+              "rule_based": sorted(b.name for b in used if getattr(b, "rule_based", False))}
     return items, records, engine
 
 
@@ -164,7 +172,7 @@ def run(cfg: Config, run_dir: Path) -> Result:
     settings = FilterSettings(cfg.max_chars, cfg.dedup, cfg.near_dup_threshold, cfg.shingle, overlap=cfg.overlap)
     rows, filtered, filter_counts = apply_filters(candidates, settings, index)
     rejects = [{"seed_id": r["id"], **x} for r in ordered for x in r["rejects"]]
-    stats = summarize(importlib.import_module(PIPELINES[cfg.pipeline]), items, ordered, rows, filter_counts, rejects)
+    stats = summarize(_pipeline(cfg), items, ordered, rows, filter_counts, rejects)
     stats.update(engine=engine, decontamination={"sources": sizes, "missing": missing, "ngram": cfg.ngram,
                                                  "overlap": cfg.overlap})
     write_rows(run_dir / OUTPUTS["train_file"], rows)
@@ -194,7 +202,9 @@ def summarize(pipeline: Any, items: list, records: list[dict], rows: list[dict],
 
 def report_section(cfg: Config, stats: dict[str, Any]) -> str:
     """Markdown for the run report: figures and rejection reasons."""
-    lines = [f"## synth ({cfg.pipeline})", "", f"Teacher backends: {', '.join(stats['engine']['backends'])}", "",
+    rule = stats["engine"]["rule_based"]
+    note = f" ({', '.join(rule)}: RULE-BASED teacher, not a language model)" if rule else ""
+    lines = [f"## synth ({cfg.pipeline})", "", f"Teacher backends: {', '.join(stats['engine']['backends'])}{note}", "",
              "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in stats.items() if not isinstance(v, dict | list)]
     lines += ["", "| rejection reason | count |", "|---|---|"]
