@@ -108,3 +108,15 @@ def test_solver_validator_catches_wrong_arithmetic():
     with pytest.raises(Reject, match="solver:non_numeric_answer"):
         read(ROLES["solver"], "#### many", {"problem": "x"})
     assert read(ROLES["solver"], "3 + 4 = 7.\n#### 7\nextra chatter", {"problem": "x"})["solution"] == "3 + 4 = 7.\n#### 7"
+
+
+def test_rule_verifier_judges_the_solution_it_is_shown():
+    teacher = RuleMathBackend()
+    row = generate(1, seed=8, min_steps=2, max_steps=2)[0]
+    good = _ask(teacher, "verifier", {"problem": row["prompt"], "solution": row["completion"]})[0]
+    assert read(ROLES["verifier"], good, {}) is True
+    wrong_final = row["completion"].rsplit("#### ", 1)[0] + f"#### {int(row['answer']) + 1}"
+    bad = _ask(teacher, "verifier", {"problem": row["prompt"], "solution": wrong_final})[0]
+    assert read(ROLES["verifier"], bad, {}) is False
+    with pytest.raises(Reject, match="verifier:no_verdict"):
+        read(ROLES["verifier"], "Looks fine to me.", {})

@@ -40,7 +40,7 @@ def test_orca_math_rounds_make_harder_verified_rows_with_provenance(tmp_path):
     held_out = tmp_path / "test.jsonl"  # one seed is also a test problem: its copies must go
     held_out.write_text(json.dumps(seeds[0]) + "\n")
     cfg = Config(seed_file=str(seed_file), test_file=str(held_out), decontaminate=[], keep_seeds=True,
-                 edits_per_round=2)
+                 edits_per_round=2, verifier=True)
     result = run(cfg, tmp_path / "run")
     rows = _rows(tmp_path / "run" / "train.jsonl")
     stats = json.loads((tmp_path / "run" / "stats.json").read_text())
@@ -51,9 +51,9 @@ def test_orca_math_rounds_make_harder_verified_rows_with_provenance(tmp_path):
     assert stats["mean_steps_rows"] > stats["mean_steps_seeds"] + 1
     assert stats["rows_by_round"].keys() == {"0", "1", "2"}
     prov = synthetic[0]["meta"]["synth"]
-    assert prov["roles"] == {"suggester": "rule_math", "editor": "rule_math", "solver": "rule_math"}
+    assert prov["roles"] == {"suggester": "rule_math", "editor": "rule_math", "solver": "rule_math", "verifier": "rule_math"}
     assert prov["rule_based"] is True and prov["verified_by"] == "reference"
-    assert set(prov["prompt_hashes"]) == {"suggester", "editor", "solver"} and prov["round"] in (1, 2)
+    assert set(prov["prompt_hashes"]) == {"suggester", "editor", "solver", "verifier"} and prov["round"] in (1, 2)
     assert not any(r["prompt"] == seeds[0]["prompt"] for r in rows)
     assert stats["rejections"]["filter:contaminated"] >= 1  # at least the seed itself
     rejected = _rows(tmp_path / "run" / "rejected.jsonl")

@@ -5,8 +5,8 @@ without writing it; the Editor rewrites it with those suggestions (``edits_per_r
 carry the Editor's own solution as a reference answer); the Solver answers every new problem
 ``solver_samples`` times. A problem is kept when a valid solver answer (a final ``#### n`` and every
 ``a op b = c`` step exact) equals the reference, or, without a reference, when ``agreement`` solver
-samples give the same answer; the kept problem's first kept variant is the next round's parent (so a
-round never builds on an unverified problem). The seed itself can be kept too (``keep_seeds``: solved
+samples give the same answer (and, with ``verifier``, when the Verifier role accepts it); the first kept
+variant is the next round's parent (so a round never builds on an unverified problem). The seed itself can be kept too (``keep_seeds``: solved
 and checked against its own answer, as Orca-Math answered its seed set with the teacher).
 
 Then, over all items: answers longer than ``max_chars`` dropped, exact and near duplicates dropped,
@@ -132,9 +132,27 @@ class _Run:
             reason = how if answers else reasons[0]
             self.reject(reason, where, f"{problem}\n---\n{texts[0] if texts else ''}")
             return False
-        roles = ["solver"] if where["round"] == 0 else ["suggester", "editor", "solver"]
-        self.rows.append(self.row(problem, chosen, how, where, {**hashes, "solver": text_hash(prompt)}, roles))
+        hashes = {**hashes, "solver": text_hash(prompt)}
+        if self.cfg.verifier and not self.accepted(problem, chosen["solution"], where, hashes):
+            return False
+        roles = (["solver"] if where["round"] == 0 else ["suggester", "editor", "solver"])
+        roles += ["verifier"] if self.cfg.verifier else []
+        self.rows.append(self.row(problem, chosen, how, where, hashes, roles))
         return True
+
+    def accepted(self, problem: str, solution: str, where: dict[str, Any], hashes: dict[str, str]) -> bool:
+        """The Verifier's verdict on a problem and its kept solution (a rejection is recorded)."""
+        context = {"problem": problem, "solution": solution}
+        prompt, texts = self.ask("verifier", context, 1)
+        hashes["verifier"] = text_hash(prompt)
+        try:
+            if read(self.roles["verifier"], texts[0], context):
+                return True
+            reason = "verifier:incorrect"
+        except Reject as rej:
+            reason = rej.reason
+        self.reject(reason, where, f"{problem}\n---\n{solution}\n---\n{texts[0]}")
+        return False
 
     def row(self, problem: str, answer: dict[str, str], how: str, where: dict[str, Any], hashes: dict[str, str],
             roles: list[str]) -> dict[str, Any]:

@@ -8,7 +8,8 @@ into values; validators judge the values (the edited problem differs from its pa
 
 Roles of Orca-Math (Mitra et al. 2024, arXiv 2402.14830, section 3.2): the *Suggester* proposes ways to
 make a problem harder without writing it, the *Editor* rewrites the problem with those suggestions (and
-may solve it, giving a reference answer), the *Solver* answers step by step in GSM8K format. Roles of a
+may solve it, giving a reference answer), the *Solver* answers step by step in GSM8K format, and an
+optional *Verifier* accepts or rejects a problem with its solution. Roles of a
 MediFlow-style generator (MediPhi, Corbeil et al. 2025, arXiv 2505.10717): the *instruction writer*
 drafts a synthetic clinical document and a task instruction on it, the *responder* answers in the required
 output format (JSON checked against a JSON schema), the *judge* grades the answer 1-5.
@@ -97,6 +98,17 @@ Problem: {problem}
 
 Solution:"""
 
+VERIFIER = """You are the Verifier. Check the math word problem and the solution below. The problem must be \
+self-contained with one whole-number answer, and every step of the solution must be correct. Reply with \
+one line: "Verdict: correct" or "Verdict: incorrect".
+
+Problem: {problem}
+
+Solution:
+{solution}
+
+Verdict:"""
+
 _LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s+(.*\S)\s*$")
 _SOLUTION_LABEL = re.compile(r"^\s*Solution:[ \t]*", re.MULTILINE)
 _NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
@@ -157,6 +169,14 @@ def validate_solution(parsed: dict[str, str], context: dict[str, Any]) -> None:
         raise Reject("solver:non_numeric_answer", parsed["answer"])
     if not claims_hold(parsed["solution"]):
         raise Reject("solver:wrong_step")
+
+
+def parse_verdict(text: str, context: dict[str, Any]) -> bool:
+    """True for "correct", False for "incorrect" (the first of the two words in the output)."""
+    match = re.search(r"\b(incorrect|correct)\b", text.lower())
+    if match is None:
+        raise Reject("verifier:no_verdict", text[:120])
+    return match.group(1) == "correct"
 
 
 # ---- MediFlow-style instructions with JSON outputs ---------------------------------------------------
@@ -255,6 +275,7 @@ ROLES: dict[str, Role] = {
     "suggester": Role("suggester", SUGGESTER, parse_suggestions, validate_suggestions),
     "editor": Role("editor", EDITOR, parse_edit, validate_edit),
     "solver": Role("solver", SOLVER, parse_solution, validate_solution),
+    "verifier": Role("verifier", VERIFIER, parse_verdict),
     "instruction_writer": Role("instruction_writer", INSTRUCTION_WRITER, parse_instruction, validate_instruction),
     "responder": Role("responder", RESPONDER, parse_answer, validate_answer),
     "judge": Role("judge", JUDGE, parse_score),

@@ -12,6 +12,8 @@ its labelled sections carry the problem and the suggestions. Everything it knows
 * **Solver**: parses the problem and writes the solution in GSM8K format ("words a op b = c." lines and
   "#### answer"). Problems outside the built-in math language get a reply without an answer, which the
   pipeline rejects and counts.
+* **Verifier**: re-solves the problem and calls a solution correct when every step holds and its final
+  answer is the problem's.
 
 Samples are deterministic: sample ``i`` of a prompt draws from a generator seeded by (prompt, seed, i), so
 ``n`` Editor samples are different edits and a re-run gives the same text. Its ``name`` and
@@ -29,7 +31,7 @@ from slmkit.synth import math_story
 from slmkit.synth.math_story import OP_NAMES, StoryError
 
 _ROLE_LINE = re.compile(r"You are the ([A-Za-z ]+?)\.")
-_LABEL = re.compile(r"^(Problem|Suggestions|New problem|Solution):[ \t]*", re.MULTILINE)
+_LABEL = re.compile(r"^(Problem|Suggestions|New problem|Solution|Verdict):[ \t]*", re.MULTILINE)
 _WORD_NUMBERS = {"a": 1, "an": 1, "one": 1, "another": 1, "two": 2, "three": 3}
 _OP_OF = {name: op for op, name in OP_NAMES.items()}
 MARK = "[rule_math]"
@@ -59,7 +61,8 @@ class RuleMathBackend:
     def respond(self, prompt: str, rng: random.Random) -> str:
         """The reply to one prompt."""
         role = _ROLE_LINE.search(prompt)
-        handler = {"suggester": self.suggest, "editor": self.edit, "solver": self.solve}.get(
+        handler = {"suggester": self.suggest, "editor": self.edit, "solver": self.solve,
+                   "verifier": self.verify}.get(
             role.group(1).strip().lower() if role else "")
         if handler is None:
             return f"{MARK} this prompt asks for no role the rule-based math teacher plays"
@@ -104,6 +107,15 @@ class RuleMathBackend:
 
     def solve(self, sections: dict[str, str], rng: random.Random) -> str:
         return math_story.solve(sections["problem"])
+
+    def verify(self, sections: dict[str, str], rng: random.Random) -> str:
+        """Correct when every step holds and the final answer is the one the problem's story gives."""
+        from slmkit.eval.extractors import extract_hash, is_correct
+
+        solution = sections.get("solution", "")
+        expected = math_story.parse(sections["problem"]).answer
+        good = math_story.claims_hold(solution) and is_correct(extract_hash(solution), str(expected))
+        return f"Verdict: {'correct' if good else 'incorrect'}"
 
 
 def _rng(prompt: str, seed: int, sample: int) -> random.Random:

@@ -46,6 +46,7 @@ class Config:
     edits_per_round: int = field(1, doc="Editor samples per round; each verified one becomes a row")
     solver_samples: int = field(2, doc="independent Solver samples per problem")
     agreement: int = field(2, doc="without a reference answer, keep when this many Solver samples agree")
+    verifier: bool = field(False, doc="orca_math: a Verifier role must also accept each verified problem")
     keep_seeds: bool = field(False, doc="also keep each seed, solved by the Solver and checked against its answer")
     tasks: list[str] = field(factory=list, doc="mediflow tasks to cover (empty: all in the taxonomy)")
     document_types: list[str] = field(factory=list, doc="mediflow document types (empty: all)")
