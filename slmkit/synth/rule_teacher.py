@@ -43,9 +43,11 @@ class RuleMathBackend:
     rule_based = True
 
     def __init__(self, factors: list[int] | None = None, max_added_steps: int = 2):
-        self.name = "rule_math"
         self.factors = list(factors or [5, 10])
         self.max_added_steps = max_added_steps
+        # The name keys the answer cache, so settings that change answers are part of it.
+        custom = self.factors != [5, 10] or max_added_steps != 2
+        self.name = f"rule_math[factors={self.factors},max_added_steps={max_added_steps}]" if custom else "rule_math"
         self.provenance = {"kind": "rule_math", "rule_based": True,
                            "note": "rule-based teacher for the built-in math task, not a language model"}
 

@@ -9,7 +9,8 @@ exactly the rows of an uninterrupted run.
 Reads: seed rows (``seed_file`` or a built-in ``seed_task``; orca_math), the evaluation sets.
 Writes: ``train.jsonl`` (canonical rows with provenance in ``meta.synth``), ``rejected.jsonl`` (every
 rejected candidate with its reason), ``stats.json``, ``report_section.md``, ``journal.jsonl`` and
-``cache/`` (unless ``cache_dir`` points elsewhere).
+``cache/`` (unless ``cache_dir`` points elsewhere). The cache is keyed by the backend's name (kind and
+model), so clear it, or point ``cache_dir`` elsewhere, when the model behind a name changes.
 """
 
 from __future__ import annotations
@@ -149,7 +150,9 @@ def generate(cfg: Config, run_dir: Path) -> tuple[list[tuple[str, dict]], dict[s
 
     start = time.time()
     try:
-        records = run_items(items, work, journal, cfg.concurrency * cfg.batch_size, f"synth {cfg.pipeline}", summary)
+        # Enough item threads to fill every batch of every call in flight (threads mostly wait on the teacher).
+        threads = min(512, cfg.concurrency * cfg.batch_size)
+        records = run_items(items, work, journal, threads, f"synth {cfg.pipeline}", summary)
     finally:
         teacher.close()
     used = {teacher.backend(r) for r in roles}
