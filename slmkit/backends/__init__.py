@@ -3,8 +3,9 @@
 A backend is any object with ``name`` and ``generate(prompts, cfg) -> list[Generation]`` (see
 ``slmkit.models.generate``). ``BACKENDS`` maps a kind to a "module:Class" string; ``make_backend`` builds
 one from a spec such as ``{"kind": "local", "model": "runs/x/02_sft/model"}``. Kinds: ``local`` (any
-transformers model folder or hub id); other kinds (an OpenAI-compatible server, rule-based teachers) add
-one line here.
+transformers model folder or hub id), ``openai`` (any OpenAI-compatible server: ``slmkit serve``, vLLM,
+llama.cpp, the OpenAI API), ``rule_math`` (the rule-based teacher of the built-in math task, see
+``slmkit/synth/rule_teacher.py``); other kinds add one line here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Backend(Protocol):
 
 BACKENDS: dict[str, str] = {
     "local": "slmkit.backends.local:LocalBackend",
+    "openai": "slmkit.backends.openai:OpenAIBackend",
     "rule_math": "slmkit.synth.rule_teacher:RuleMathBackend",
 }
 
