@@ -184,3 +184,20 @@ def test_orca_math_synth_recipe_trains_on_its_synthetic_rows(tmp_path):
     sft = (folder / "03_sft" / "config.yaml").read_text()
     assert str(folder / "01_synth" / "train.jsonl") in sft
     assert "RULE-BASED" in (folder / "report.md").read_text()
+
+
+def test_synth_through_an_openai_compatible_server(tmp_path):
+    pytest.importorskip("fastapi")
+    from bench.synth_pipeline import start_server
+
+    server, url = start_server(latency=0.0)
+    try:
+        cfg = Config(seed_task="math", n=4, rounds=1, decontaminate=[], batch_size=4, concurrency=1,
+                     backend={"kind": "openai", "model": "teacher", "base_url": url, "concurrency": 4})
+        run(cfg, tmp_path / "run")
+    finally:
+        server.kill()
+    rows = _rows(tmp_path / "run" / "train.jsonl")
+    assert len(rows) == 4 and all(verify_solution(r["completion"], r["answer"]) for r in rows)
+    assert rows[0]["meta"]["synth"]["roles"]["editor"] == f"openai:teacher@{url}"
+    assert rows[0]["meta"]["synth"]["rule_based"] is False  # the client cannot know what serves it
