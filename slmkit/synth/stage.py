@@ -183,6 +183,8 @@ def run(cfg: Config, run_dir: Path) -> Result:
     write_jsonl(run_dir / OUTPUTS["rejected"], rejects + filtered)
     atomic_write_json(run_dir / OUTPUTS["stats"], stats)
     atomic_write_text(run_dir / "report_section.md", report_section(cfg, stats))
+    plot(stats, [r["completion"] for r in rows if r["meta"]["synth"]["round"] > 0],
+         [p["seed"].get("completion", "") for _, p in items if "seed" in p], run_dir / "synth.png")
     headline = {k: v for k, v in stats.items() if not isinstance(v, dict)}
     return Result(metrics=headline)
 
@@ -214,3 +216,37 @@ def report_section(cfg: Config, stats: dict[str, Any]) -> str:
     lines += ["", "| rejection reason | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in stats["rejections"].items()]
     return "\n".join(lines) + "\n"
+
+
+def plot(stats: dict[str, Any], completions: list[str], seed_completions: list[str], path: Path) -> None:
+    """``synth.png`` for the report: rejection reasons, and solution steps of seeds vs rows (or rows per task)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    import io
+
+    from slmkit.artifacts import atomic_write_bytes
+    from slmkit.synth.math_story import count_steps
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    reasons = stats["rejections"] or {"(none)": 0}
+    left.barh(list(reasons), list(reasons.values()))
+    left.set(title="rejected candidates by reason", xlabel="count")
+    if "rows_by_task" in stats:
+        right.barh(list(stats["rows_by_task"]), list(stats["rows_by_task"].values()))
+        right.set(title="rows per task", xlabel="rows")
+    else:
+        steps = [count_steps(c) for c in seed_completions if c], [count_steps(c) for c in completions]
+        bins = range(0, max([1, *steps[0], *steps[1]]) + 2)
+        right.hist(steps, bins=bins, label=["seeds", "synthetic rows"], align="left")
+        right.set(title="solution steps", xlabel="steps", ylabel="problems")
+        right.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
