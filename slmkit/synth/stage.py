@@ -66,8 +66,8 @@ class Config:
     test_file: str | None = field(None, doc="held-out rows to decontaminate against too (e.g. data.test_file)", input=True)
     ngram: int = field(13, doc="word n-gram length of the contamination check (GPT-3: 13)")
     overlap: float = field(0.8, doc="contaminated when shared n-grams cover this share of an evaluation item's words (Llama 2: 0.8)")
-    concurrency: int = field(8, doc="backend calls in flight at once")
-    batch_size: int = field(1, doc="prompts per backend call (raise it for local models)")
+    concurrency: int = field(2, doc="backend calls in flight at once (a local model takes one at a time)")
+    batch_size: int = field(8, doc="waiting prompts packed per backend call (openai sends them at once, local batches)")
     cache_dir: str | None = field(None, doc="answer cache folder (default: cache/ in the stage folder)")
     seed: int = field(0, doc="seed for teacher sampling, seed generation and shuffling")
 
