@@ -145,7 +145,7 @@ from pathlib import Path
 from slmkit.backends import BACKENDS
 BACKENDS["slow_rule"] = "tests.synth_fakes:SlowRuleMath"
 from slmkit.synth.stage import Config, run
-run(Config(seed_task="math", n=40, edits_per_round=2, concurrency=4, decontaminate=[],
+run(Config(seed_task="math", n=40, edits_per_round=2, concurrency=4, batch_size=1, decontaminate=[],
            backend={{"kind": "slow_rule", "delay": {delay}}}), Path(sys.argv[1]))
 """
 
