@@ -155,7 +155,7 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_rows(tmp_path, fakes)
     script = textwrap.dedent(KILLED_RUN.format(delay=0.03))
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "killed")], cwd=ROOT, env=env)
     journal = tmp_path / "killed" / "journal.jsonl"
-    deadline = time.time() + 60
+    deadline = time.time() + 120
     while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 15):
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)

@@ -213,6 +213,9 @@ def report_section(cfg: Config, stats: dict[str, Any]) -> str:
     lines = [f"## synth ({cfg.pipeline})", "", f"Teacher backends: {', '.join(stats['engine']['backends'])}{note}", "",
              "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in stats.items() if not isinstance(v, dict | list)]
+    missing = stats["decontamination"]["missing"]
+    if missing:  # a set that could not be read protected nothing: say so where people look
+        lines += ["", f"**Not decontaminated against (files absent): {', '.join(missing)}**"]
     lines += ["", "| rejection reason | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in stats["rejections"].items()]
     return "\n".join(lines) + "\n"
