@@ -42,3 +42,10 @@ def t5_model(tokenizer):
     from slmkit.models.build import build
 
     return build("t5", "pico", tokenizer=tokenizer, seed=0)
+
+
+@pytest.fixture
+def encdec_model(tokenizer):
+    from slmkit.models.build import build
+
+    return build("encdec", "pico", tokenizer=tokenizer, seed=0)

@@ -34,13 +34,13 @@ def test_build_matches_tokenizer(tokenizer, decoder_model):
     assert decoder_model.config.num_key_value_heads < decoder_model.config.num_attention_heads  # GQA
 
 
-@pytest.mark.parametrize("arch", ["decoder", "t5"])
+@pytest.mark.parametrize("arch", ["decoder", "t5", "encdec"])
 def test_save_load_round_trip(arch, tokenizer, tmp_path):
     model = build(arch, "pico", tokenizer=tokenizer, seed=1)
     save_model(model, tokenizer, tmp_path / "m")
     assert (tmp_path / "m" / "model.safetensors").exists()
     loaded = load_model(str(tmp_path / "m"))
-    assert is_encoder_decoder(loaded) == (arch == "t5")
+    assert is_encoder_decoder(loaded) == (arch != "decoder")
     for (n1, p1), (n2, p2) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert n1 == n2 and torch.equal(p1, p2)
     assert count_parameters(loaded) == count_parameters(model)
@@ -68,7 +68,7 @@ def test_chat_template(tokenizer):
     assert text == "<s><|user|>\nhi\n<|assistant|>\n"
 
 
-@pytest.mark.parametrize("fixture", ["decoder_model", "t5_model"])
+@pytest.mark.parametrize("fixture", ["decoder_model", "t5_model", "encdec_model"])
 def test_generation_both_kinds(fixture, tokenizer, request):
     model = request.getfixturevalue(fixture)
     prompts = ["Tom has 3 apples.", "A much longer prompt about 12 pages and 7 more pages and more."]

@@ -69,7 +69,7 @@ def test_checkpoint_of_another_run_is_ignored(tokenizer, math_rows, tmp_path):
                            fingerprint="fp")["step"] == 2
 
 
-@pytest.mark.parametrize("arch", ["decoder", "t5"])
+@pytest.mark.parametrize("arch", ["decoder", "t5", "encdec"])
 def test_sft_loss_falls(arch, tokenizer, math_rows, tmp_path):
     from slmkit.artifacts import read_metrics
 

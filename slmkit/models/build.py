@@ -19,10 +19,12 @@ def make_config(arch: str, preset: str, *, tokenizer: Any = None, vocab_size: in
     module = get_arch(arch)
     kwargs = preset_kwargs(module, arch, preset)
     overrides = dict(overrides or {})
-    known = set(module.config_class()().to_dict())
+    known = set(getattr(module, "OVERRIDE_KEYS", ()) or module.config_class()().to_dict())
     for key in overrides:
         if key not in known:
-            raise ModelError(f"model override '{key}' is not a field of {module.config_class().__name__}")
+            raise ModelError(f"model override '{key}' is not a field of {module.config_class().__name__}"
+                             + (f" (use one of: {', '.join(module.OVERRIDE_KEYS)})" if hasattr(module, "OVERRIDE_KEYS")
+                                else ""))
     preset_vocab = kwargs.pop("vocab_size", module.DEFAULT_VOCAB)  # a preset may carry its own default
     if tokenizer is not None:
         vocab_size = len(tokenizer)

@@ -31,8 +31,11 @@ def load_model(path_or_id: str, *, dtype: Any = None, device: str | None = None)
     """Load a causal-LM or seq2seq model from a folder or a hub id (safetensors only)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    from slmkit.models.registry import register_models
+
     _quiet_transformers()
     _check_local(path_or_id, "config.json")
+    register_models()  # architectures with their own classes (encdec) must be known to AutoConfig
     try:
         config = AutoConfig.from_pretrained(path_or_id)
     except (OSError, ValueError) as err:

@@ -3,6 +3,8 @@
 Each architecture module exports ``KIND`` ("decoder" or "encdec"), ``PRESETS`` (preset name -> config
 keyword arguments), ``DEFAULT_VOCAB`` (the vocabulary size used when no tokenizer is given, e.g. for
 parameter counts in ``slmkit list``) and ``make_config(preset, vocab_size, special_ids, overrides)``.
+Optional: ``OVERRIDE_KEYS`` (the override keys it accepts, when they are not the fields of its transformers
+config) and ``register()`` (makes its own modelling classes known to transformers' Auto classes).
 """
 
 from __future__ import annotations
@@ -16,12 +18,21 @@ from slmkit.registry import resolve
 ARCHITECTURES: dict[str, str] = {
     "decoder": "slmkit.models.decoder",
     "t5": "slmkit.models.t5",
+    "encdec": "slmkit.models.encdec",
 }
 
 
 def get_arch(name: str) -> ModuleType:
     """The module of architecture ``name``; unknown names get a "did you mean"."""
     return resolve(ARCHITECTURES, name, "architecture", ModelError)
+
+
+def register_models() -> None:
+    """Register every architecture that has its own modelling code, so Auto classes can load its folders."""
+    for name in ARCHITECTURES:
+        module = get_arch(name)
+        if hasattr(module, "register"):
+            module.register()
 
 
 def preset_kwargs(arch: ModuleType, name: str, preset: str) -> dict:
