@@ -129,3 +129,14 @@ def test_run_items_resumes_and_stops_at_the_first_failure(tmp_path):
     records = run_items(items, work, journal, threads=4, label="t")
     assert sorted(records) == [i for i, _ in items]
     assert len([s for s in seen if s != "retry"]) - before == 30 - len(saved)  # only the missing items ran
+
+
+def test_a_backend_that_answers_the_wrong_number_of_samples_is_an_error():
+    from slmkit.errors import ModelError
+
+    class Short(Recorder):
+        def generate(self, prompts, cfg):
+            return [Generation(p, ["only one"], [1]) for p in prompts]
+
+    with pytest.raises(ModelError, match="samples"):
+        Teacher({}, Short(), None, 1, 1).ask("r", "p", GenerateConfig(n=2))

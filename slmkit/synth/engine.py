@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from slmkit.errors import ModelError
+
 
 def text_hash(text: str) -> str:
     """Short content hash used in item ids and row provenance."""
@@ -115,9 +117,11 @@ class Batcher:
 
     def _run(self, batch: list[_Request]) -> None:
         try:
+            n = batch[0].gen.n
             out = self.backend.generate([r.prompt for r in batch], batch[0].gen)
-            if len(out) != len(batch):
-                raise RuntimeError(f"backend {self.backend.name} returned {len(out)} answers for {len(batch)} prompts")
+            if len(out) != len(batch) or any(len(g.texts) != n for g in out):
+                raise ModelError(f"backend {self.backend.name} answered {[len(g.texts) for g in out]} samples "
+                                 f"for {len(batch)} prompts of {n} samples each")
             for request, generation in zip(batch, out):
                 request.future.set_result(list(generation.texts))
         except BaseException as err:  # every waiting item sees the failure
