@@ -16,6 +16,8 @@ STAGES: dict[str, str] = {
     "tokenizer": "slmkit.models.tokenizer",
     "sft": "slmkit.train.sft",
     "exact_match": "slmkit.eval.exact_match",
+    "preference": "slmkit.train.preference",
+    "practice": "slmkit.train.practice",
     "synth": "slmkit.synth.stage",
 }
 
