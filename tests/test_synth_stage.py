@@ -201,3 +201,33 @@ def test_synth_through_an_openai_compatible_server(tmp_path):
     assert len(rows) == 4 and all(verify_solution(r["completion"], r["answer"]) for r in rows)
     assert rows[0]["meta"]["synth"]["roles"]["editor"] == f"openai:teacher@{url}"
     assert rows[0]["meta"]["synth"]["rule_based"] is False  # the client cannot know what serves it
+
+
+def test_orca_math_recipe_documents_a_working_synthetic_data_variant(tmp_path):
+    """The commented variant in recipes/orca_math.yaml, applied to that recipe, wires synth rows into
+    the tokenizer, SFT and both practice branches (so the comment cannot rot)."""
+    import yaml
+
+    from slmkit.cli import recipe_path
+    from slmkit.recipe import resolve
+
+    text = recipe_path("orca_math").read_text()
+    block = text[text.index("# --- synthetic-data variant"):text.index("# --- end of variant")].splitlines()[1:]
+    variant = yaml.safe_load("\n".join(line[1:] for line in block))
+    recipe = yaml.safe_load(text)
+    by_name = {e.get("name", e["stage"]): e for e in recipe["stages"]}
+    for entry in variant:
+        name = entry.get("name", entry["stage"])
+        if name in by_name:
+            by_name[name].update(entry)
+        else:
+            recipe["stages"].insert(1, entry)  # the synth stage follows data
+    plan = resolve(recipe, {}, "orca_math variant", [], tmp_path)
+    stages = {s.name: s for s in plan.stages}
+    synth_rows = str(stages["synth"].folder / "train.jsonl")
+    assert stages["synth"].config.seed_file == str(stages["data"].folder / "train.jsonl")
+    assert stages["tokenizer"].config.train_file == synth_rows
+    assert stages["sft"].config.train_file == synth_rows
+    for name in ("practice_dpo", "practice_kto"):
+        assert stages[name].config.train_file == synth_rows
+        assert stages[name].config.val_file == str(stages["data"].folder / "val.jsonl")
