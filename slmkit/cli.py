@@ -16,7 +16,9 @@ from pathlib import Path
 from slmkit.errors import SlmkitError
 from slmkit.stages import STAGES
 
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "serve": "slmkit.serve.cli:main",
+}
 """Feature commands: verb -> "module:function"; the function takes the remaining argv and returns an exit code."""
 
 
