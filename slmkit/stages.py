@@ -28,6 +28,7 @@ STAGES: dict[str, str] = {
     "guard_train": "slmkit.guard.train",
     "guard_export": "slmkit.guard.export",
     "guard_eval": "slmkit.guard.evaluate",
+    "synth": "slmkit.synth.stage",
 }
 
 

@@ -5,8 +5,9 @@ A backend is any object with ``name`` and ``generate(prompts, cfg) -> list[Gener
 one from a spec such as ``{"kind": "local", "model": "runs/x/02_sft/model"}``. Kinds: ``local`` (any
 transformers model folder or hub id), ``openai`` (any OpenAI-compatible server: ``slmkit serve``, vLLM,
 llama.cpp, the OpenAI API), ``ctranslate2`` (a folder made by ``slmkit export``), ``guarded`` (any backend
-spec behind a prompt guard: ``{"kind": "guarded", "backend": {...}, "guard": "<guard folder>"}``); other
-kinds (rule-based teachers, ...) add one line here.
+spec behind a prompt guard: ``{"kind": "guarded", "backend": {...}, "guard": "<guard folder>"}``),
+``rule_math`` (the rule-based teacher of the built-in math task, see ``slmkit/synth/rule_teacher.py``);
+other kinds add one line here.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ class Backend(Protocol):
 BACKENDS: dict[str, str] = {
     "local": "slmkit.backends.local:LocalBackend",
     "openai": "slmkit.backends.openai:OpenAIBackend",
+<<<<<<< HEAD
     "ctranslate2": "slmkit.deploy.ctranslate2:CT2Backend",
     "guarded": "slmkit.guard.guarded:GuardedBackend",
+=======
+    "rule_math": "slmkit.synth.rule_teacher:RuleMathBackend",
+>>>>>>> issue10
 }
 
 

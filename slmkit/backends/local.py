@@ -8,6 +8,9 @@ from typing import Any
 class LocalBackend:
     """Loads the model once; ``generate`` batches prompts through :func:`slmkit.models.generate.generate`."""
 
+    # One call at a time: generate() seeds torch's global RNG, and one model batches better than it threads.
+    max_concurrency = 1
+
     def __init__(self, model: str, tokenizer: str | None = None):
         from slmkit.models.load import load_model, load_tokenizer
 
