@@ -30,12 +30,9 @@ class Backend(Protocol):
 BACKENDS: dict[str, str] = {
     "local": "slmkit.backends.local:LocalBackend",
     "openai": "slmkit.backends.openai:OpenAIBackend",
-<<<<<<< HEAD
     "ctranslate2": "slmkit.deploy.ctranslate2:CT2Backend",
     "guarded": "slmkit.guard.guarded:GuardedBackend",
-=======
     "rule_math": "slmkit.synth.rule_teacher:RuleMathBackend",
->>>>>>> issue10
 }
 
 
