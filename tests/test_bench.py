@@ -22,7 +22,8 @@ def test_time_point_records():
     for r in records:
         assert r["repeats"] == 2 and r["ttft_s"] > 0 and r["decode_tok_s"] > 0 and r["e2e_s"] >= r["ttft_s"]
         assert r["ttft_s_min"] <= r["ttft_s"] <= r["ttft_s_max"]
-        assert r["prefill_tok_s"] == pytest.approx(2 * 8 / r["ttft_s"], rel=0.5)  # median of ratios vs ratio
+        # the median of per-repeat rates lies between the rates of the slowest and the fastest repeat
+        assert 2 * 8 / r["ttft_s_max"] - 1e-9 <= r["prefill_tok_s"] <= 2 * 8 / r["ttft_s_min"] + 1e-9
         assert r["peak_mem_mb"] > 0 and r["disk_mb"] > 0
     ratio = ratios(records, "encdec:pico", "decoder:pico")[0]
     assert ratio["ttft_ratio"] == pytest.approx(records[0]["ttft_s"] / records[1]["ttft_s"])
