@@ -186,7 +186,9 @@ def test_gradient_accumulation_is_exact_with_kd(mode, tmp_path, tokenizer, math_
         cfg = config(tmp_path, tokenizer, math_rows[:32], steps=2, batch_size=8, grad_accum=accum,
                      teacher_mode=mode, alpha=0.7, loss="jsd", temperature=2.0)
         distill.run(cfg, tmp_path / f"run{accum}")
-    assert max((saved[0][k] - saved[1][k]).abs().max().item() for k in saved[0]) < 2e-5
+    # Float rounding in the summed micro-batch gradients, amplified by Adam on near-zero elements, moves weights
+    # by up to ~3e-5 here; weighting each micro-batch by its own token count (the classic bug) moves them ~1e-2.
+    assert max((saved[0][k] - saved[1][k]).abs().max().item() for k in saved[0]) < 5e-4
     init = build("t5", "pico", tokenizer=tokenizer, seed=0).state_dict()
     assert max((saved[0][k] - init[k]).abs().max().item() for k in init) > 1e-3  # it trained
 
