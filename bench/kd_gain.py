@@ -1,7 +1,7 @@
 """Bench for knowledge distillation (issue 4): does a decoder-only teacher make an encoder–decoder student
 better than cross-entropy training alone, and is the offline (cached top-k) teacher faster than online?
 
-It runs the shipped recipe ``return_of_the_encoder_kd`` (built-in math data → BPE tokenizer → a larger
+It runs the distillation part of the shipped recipe ``return_of_the_encoder`` (built-in math data → BPE tokenizer → a larger
 decoder-only teacher → the same encoder–decoder student trained with CE only and with KD, equal rows and
 steps → exact match on held-out problems) once per seed, through the normal recipe runner, so the data, the
 tokenizer and the teacher are trained once and reused by every seed (and by a rerun). Then two short KD
@@ -28,12 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import check, info, report  # noqa: E402
 
+SHARED = ("data", "tokenizer", "teacher", "teacher_eval")  # stages run once for every seed
 SPEED_STEPS = 40  # steps of each side of the online/offline speed comparison
 
 
 def seeded_recipe(base: dict, seeds: list[int]) -> dict:
     """The shipped recipe with its student stages repeated per seed, plus the online/offline speed pair."""
-    shared = [s for s in base["stages"] if not s.get("name", "").startswith("student")]
+    shared = [s for s in base["stages"] if s.get("name", s["stage"]) in SHARED]
     by_name = {s["name"]: s for s in base["stages"] if s.get("name", "").startswith("student")}
     stages = list(shared)
     for seed in seeds:
@@ -119,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     began = time.time()
-    base, lines = load_yaml(recipe_path("return_of_the_encoder_kd"))
+    base, lines = load_yaml(recipe_path("return_of_the_encoder"))
     seeds = list(range(args.seeds))
     recipe = seeded_recipe(base, seeds)
-    plan = resolve(recipe, lines, "return_of_the_encoder_kd (bench)", [], Path(args.runs_dir))
+    plan = resolve(recipe, lines, "return_of_the_encoder (kd bench)", [], Path(args.runs_dir))
     results = run_plan(plan, echo=lambda text: print(text, flush=True))
     out = records(results, seeds, recipe, epoch_tokens(plan, "speed_offline"))
     out.append(info("bench wall time s", round(time.time() - began)))
