@@ -8,8 +8,11 @@ a schema-valid JSON object built from the schema shown in the prompt once the pr
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from slmkit.models.generate import Generation
@@ -65,7 +68,14 @@ class ScriptedClinical:
 
 
 class SlowRuleMath(RuleMathBackend):
-    """The rule teacher with a delay per call, so that a test can kill a run half-way."""
+    """The rule teacher with a delay per call, so that a test can kill a run half-way.
+
+    With ``SLMKIT_FAKE_STALL_AFTER=N`` in the environment every call after the N-th hangs (and touches
+    ``SLMKIT_FAKE_STALL_MARKER``), so the run is certainly unfinished when the test kills it, however fast
+    the machine is; a timing-only kill raced the run to its end on a fast CI runner."""
+
+    _calls = 0
+    _lock = threading.Lock()
 
     def __init__(self, delay: float = 0.0, **kwargs: Any):
         super().__init__(**kwargs)
@@ -73,4 +83,10 @@ class SlowRuleMath(RuleMathBackend):
 
     def generate(self, prompts: list[str], cfg: Any) -> list[Any]:
         time.sleep(self.delay)
+        with SlowRuleMath._lock:
+            SlowRuleMath._calls += 1
+            stalled = SlowRuleMath._calls > int(os.environ.get("SLMKIT_FAKE_STALL_AFTER", "0") or 0) > 0
+        if stalled:
+            Path(os.environ["SLMKIT_FAKE_STALL_MARKER"]).touch()
+            time.sleep(3600)
         return super().generate(prompts, cfg)

@@ -152,12 +152,15 @@ run(Config(seed_task="math", n=40, edits_per_round=2, concurrency=4, batch_size=
 
 def test_a_killed_run_resumes_to_exactly_the_uninterrupted_rows(tmp_path, fakes):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SLMKIT_QUIET": "1"}
-    script = textwrap.dedent(KILLED_RUN.format(delay=0.03))
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "killed")], cwd=ROOT, env=env)
+    script = textwrap.dedent(KILLED_RUN.format(delay=0.01))
+    marker = tmp_path / "stalled"  # 8 teacher calls per item: the run hangs with about 20 of 40 items done
+    stalling = {**env, "SLMKIT_FAKE_STALL_AFTER": "160", "SLMKIT_FAKE_STALL_MARKER": str(marker)}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "killed")], cwd=ROOT, env=stalling)
     journal = tmp_path / "killed" / "journal.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 15):
+    while time.time() < deadline and not marker.exists():
         time.sleep(0.02)
+    time.sleep(0.5)  # let the workers still inside a call reach the stall too
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done = len(journal.read_text().splitlines()) - 1

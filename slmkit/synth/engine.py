@@ -27,7 +27,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -241,7 +241,9 @@ def run_items(items: Iterable[tuple[str, Any]], work: Callable[[Any], dict[str, 
         pending = set(futures)
         try:
             while pending:
-                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                # FIRST_COMPLETED, not FIRST_EXCEPTION: the latter returns only when *all* items are done when
+                # none fails, so nothing would reach the journal before the end and a kill would lose it all.
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 failed = [f.exception() for f in finished if f.exception() is not None]
                 if failed:  # stop: let the items in flight finish, journal them, then raise
                     for future in pending:
