@@ -25,7 +25,7 @@ import json
 import os
 import random
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ class OpenAIBackend:
             futures = {pool.submit(self._generate_one, client, p, cfg): i for i, p in enumerate(prompts)}
             pending = set(futures)
             while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)  # so the bar moves as answers arrive
                 for future in done:
                     if future.exception() is not None:
                         for other in pending:
