@@ -80,13 +80,14 @@ class SlowRuleMath(RuleMathBackend):
     def __init__(self, delay: float = 0.0, **kwargs: Any):
         super().__init__(**kwargs)
         self.delay = delay
+        self.stall_after = int(os.environ.get("SLMKIT_FAKE_STALL_AFTER") or 0)  # 0: never stall
 
     def generate(self, prompts: list[str], cfg: Any) -> list[Any]:
         time.sleep(self.delay)
-        with SlowRuleMath._lock:
+        with SlowRuleMath._lock:  # one count across roles and threads
             SlowRuleMath._calls += 1
-            stalled = SlowRuleMath._calls > int(os.environ.get("SLMKIT_FAKE_STALL_AFTER", "0") or 0) > 0
-        if stalled:
+            calls = SlowRuleMath._calls
+        if self.stall_after and calls > self.stall_after:
             Path(os.environ["SLMKIT_FAKE_STALL_MARKER"]).touch()
             time.sleep(3600)
         return super().generate(prompts, cfg)

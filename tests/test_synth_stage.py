@@ -160,7 +160,7 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_rows(tmp_path, fakes)
     deadline = time.time() + 120
     while time.time() < deadline and not marker.exists():
         time.sleep(0.02)
-    time.sleep(0.5)  # let the workers still inside a call reach the stall too
+    time.sleep(0.5)  # let the main thread journal the items that finished before the stall
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done = len(journal.read_text().splitlines()) - 1
