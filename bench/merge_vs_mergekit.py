@@ -39,7 +39,8 @@ QUALITY_OVERRIDES = [
     "num_key_value_heads: 2, intermediate_size: 384}",
     "base.steps=800", "base.lr=3e-3", "base.checkpoint_every=0", "base.max_length=96",
     *[f"expert_{d}.{k}" for d in ("math", "sorting", "units") for k in ("steps=300", "max_length=96")],
-    "aligned.steps=50", "aligned.max_length=96", "evaluation.max_new_tokens=64", "general.n_test=200",
+    "aligned.steps=50", "aligned.max_length=96", "dpo.max_length=96", "dpo.max_new_tokens=64",
+    "evaluation.max_new_tokens=64", "general.n_test=200",
 ]
 DOMAINS = ("math", "sorting", "units")
 
@@ -154,8 +155,8 @@ def quality(work: Path, runs_dir: Path | None) -> list[Record]:
         retention = (merged - base) / gain if gain > 0 else float("nan")
         records.append(check(f"quality: {domain} share of the expert's gain kept", round(retention, 3), ">=", 0.9))
     drift = acc["merged"]["general"] - acc["base"]["general"]
-    records.append(info("quality: general base / merged / aligned (%)",
-                        f"{acc['base']['general']:.1f}/{acc['merged']['general']:.1f}/{acc['aligned']['general']:.1f}"))
+    records.append(info("quality: general base / merged / aligned (SFT) / DPO (%)",
+                        "/".join(f"{acc[m]['general']:.1f}" for m in ("base", "merged", "aligned", "dpo"))))
     records.append(check("quality: merged - base on general (points)", round(drift, 2), ">=", -2.0))
     return records
 
