@@ -48,8 +48,28 @@ def test_pre_instruction_stage_trains_and_needs_documents(tokenizer, tmp_path):
                 batch_size=4, max_length=96, schedule="pre_instruction")
     with pytest.raises(ConfigError, match="needs documents"):
         run(Config(**base), tmp_path / "a")
-    result = run(Config(**base, documents_file=str(tmp_path / "docs.jsonl")), tmp_path / "b")
+    write_rows(tmp_path / "general.jsonl", get_task("sorting")(30, seed=0, length=3))
+    result = run(Config(**base, documents_file=str(tmp_path / "docs.jsonl"), replay_file=str(tmp_path / "general.jsonl"),
+                        replay_rows=8), tmp_path / "b")
+    assert result.metrics["replay_rows"] == 8 and result.metrics["train_rows"] == 48
     assert result.metrics["documents"] == 10 and (tmp_path / "b" / "model" / "model.safetensors").exists()
+
+
+def test_replay_rows_join_the_qa_rows(tmp_path):
+    from slmkit.data.loaders import write_rows
+    from slmkit.data.tasks import get_task
+    from slmkit.errors import ConfigError
+    from slmkit.train.sft import replay_rows
+
+    general = get_task("sorting")(12, seed=0, length=3)
+    write_rows(tmp_path / "general.jsonl", general)
+    assert replay_rows(Config(replay_file=str(tmp_path / "general.jsonl"), replay_rows=5)) == general[:5]
+    assert replay_rows(Config(replay_file=str(tmp_path / "general.jsonl"))) == general
+    assert replay_rows(Config()) == []
+    with pytest.raises(ConfigError, match="replay_file is not"):
+        replay_rows(Config(replay_rows=3))
+    with pytest.raises(ConfigError, match="replay_rows must be"):
+        replay_rows(Config(replay_file=str(tmp_path / "general.jsonl"), replay_rows=-1))
 
 
 def test_exact_match_table(tokenizer, decoder_model, t5_model, tmp_path):

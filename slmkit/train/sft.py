@@ -9,7 +9,9 @@ Documents (rows whose whole text is the completion, e.g. ``data`` with ``documen
 ``schedule: mixed`` shuffles them together; ``schedule: pre_instruction`` is pre-instruction tuning (Jiang
 et al. 2024, "Instruction-tuned Language Models are Better Knowledge Learners", arXiv 2402.12847, as
 MediPhi trains its experts): the first ``pre_instruction_fraction`` of the steps see QA rows only, the rest
-QA rows and documents mixed in proportion to their counts. The schedule is an ordering of examples given
+QA rows and documents mixed in proportion to their counts. ``replay_file`` rows (e.g. the base model's
+general data) join the QA rows in both phases: experience replay, so that an expert trained from a base
+stays close to it (less forgetting, smaller task vectors that merge better). The schedule is an ordering of examples given
 to the one loop (a pure function of the stream position), so resume stays exact.
 Reads: jsonl rows (prompt, completion), optional documents. Writes: ``model/`` (model + tokenizer,
 safetensors), ``metrics.jsonl``, ``checkpoint/``.
@@ -41,6 +43,9 @@ class Config(TrainArgs):
     schedule: Literal["mixed", "pre_instruction"] = field(
         "mixed", doc="mixed: QA rows and documents shuffled together; pre_instruction: QA first, then QA + documents")
     pre_instruction_fraction: float = field(0.5, doc="pre_instruction: share of the steps that see QA rows only")
+    replay_file: str | None = field(None, doc="jsonl of earlier-task rows replayed among the QA rows (forgetting)",
+                                    input=True)
+    replay_rows: int = field(0, doc="how many replay_file rows join the QA rows (0: all of them)")
 
 
 OUTPUTS = {"model": "model", "tokenizer": "model"}
@@ -115,6 +120,21 @@ def pre_instruction_order(n_qa: int, n_all: int, qa_positions: int, seed: int) -
     return order
 
 
+def replay_rows(cfg: Config) -> list[dict]:
+    """The first ``replay_rows`` rows of ``replay_file`` (all when 0; none without a file)."""
+    from slmkit.data.loaders import read_rows
+    from slmkit.errors import ConfigError
+
+    if cfg.replay_rows < 0:
+        raise ConfigError(f"sft: replay_rows must be >= 0, got {cfg.replay_rows}")
+    if not cfg.replay_file:
+        if cfg.replay_rows:
+            raise ConfigError("sft: replay_rows is set but replay_file is not")
+        return []
+    rows = read_rows(cfg.replay_file)
+    return rows[:cfg.replay_rows] if cfg.replay_rows else rows
+
+
 def run(cfg: Config, run_dir: Path) -> Result:
     """Train and save ``run_dir/model``."""
     from slmkit.data.loaders import read_rows
@@ -131,6 +151,8 @@ def run(cfg: Config, run_dir: Path) -> Result:
         rows = rows[:cfg.max_train_rows]
     val = read_rows(cfg.val_file) if cfg.val_file else None
     documents = read_rows(cfg.documents_file) if cfg.documents_file else []
+    qa_rows = len(rows)
+    rows = rows + replay_rows(cfg)
     if cfg.schedule == "pre_instruction" and not documents:
         raise ConfigError("sft: schedule pre_instruction needs documents (documents_file, e.g. from a data stage "
                           "with documents: N)")
@@ -142,4 +164,4 @@ def run(cfg: Config, run_dir: Path) -> Result:
     if is_main_process():
         save_model(model, tokenizer, run_dir / OUTPUTS["model"])
     return Result(metrics={**summary, "parameters": count_parameters(model), "train_rows": len(rows),
-                           "documents": len(documents)})
+                           "documents": len(documents), "replay_rows": len(rows) - qa_rows})
