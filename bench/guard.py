@@ -70,7 +70,7 @@ def run_recipe(runs: Path, fresh: bool) -> dict[str, Path]:
 
 
 def interleaved_latency(guards: dict[str, object], prompts: list[str], rounds: int = 3) -> dict[str, dict]:
-    """Batch-1 latency of several guards on the same prompts, interleaved by blocks so load changes hit all alike.
+    """Batch-1 latency of several guards on the same prompts, in interleaved blocks (load changes hit all alike).
 
     Each round runs every guard over all prompts in turn (the order rotates per round), after 10 warm-up
     calls. Interleaving call by call measured the others instead: an ONNX Runtime or OpenMP pool keeps

@@ -49,8 +49,8 @@ def test_pre_instruction_stage_trains_and_needs_documents(tokenizer, tmp_path):
     with pytest.raises(ConfigError, match="needs documents"):
         run(Config(**base), tmp_path / "a")
     write_rows(tmp_path / "general.jsonl", get_task("sorting")(30, seed=0, length=3))
-    result = run(Config(**base, documents_file=str(tmp_path / "docs.jsonl"), replay_file=str(tmp_path / "general.jsonl"),
-                        replay_rows=8), tmp_path / "b")
+    result = run(Config(**base, documents_file=str(tmp_path / "docs.jsonl"),
+                        replay_file=str(tmp_path / "general.jsonl"), replay_rows=8), tmp_path / "b")
     assert result.metrics["replay_rows"] == 8 and result.metrics["train_rows"] == 48
     assert result.metrics["documents"] == 10 and (tmp_path / "b" / "model" / "model.safetensors").exists()
 
@@ -59,17 +59,17 @@ def test_replay_rows_join_the_qa_rows(tmp_path):
     from slmkit.data.loaders import write_rows
     from slmkit.data.tasks import get_task
     from slmkit.errors import ConfigError
-    from slmkit.train.sft import replay_rows
+    from slmkit.train.sft import read_replay
 
     general = get_task("sorting")(12, seed=0, length=3)
     write_rows(tmp_path / "general.jsonl", general)
-    assert replay_rows(Config(replay_file=str(tmp_path / "general.jsonl"), replay_rows=5)) == general[:5]
-    assert replay_rows(Config(replay_file=str(tmp_path / "general.jsonl"))) == general
-    assert replay_rows(Config()) == []
+    assert read_replay(Config(replay_file=str(tmp_path / "general.jsonl"), replay_rows=5)) == general[:5]
+    assert read_replay(Config(replay_file=str(tmp_path / "general.jsonl"))) == general
+    assert read_replay(Config()) == []
     with pytest.raises(ConfigError, match="replay_file is not"):
-        replay_rows(Config(replay_rows=3))
+        read_replay(Config(replay_rows=3))
     with pytest.raises(ConfigError, match="replay_rows must be"):
-        replay_rows(Config(replay_file=str(tmp_path / "general.jsonl"), replay_rows=-1))
+        read_replay(Config(replay_file=str(tmp_path / "general.jsonl"), replay_rows=-1))
 
 
 def test_exact_match_table(tokenizer, decoder_model, t5_model, tmp_path):

@@ -11,8 +11,8 @@ et al. 2024, "Instruction-tuned Language Models are Better Knowledge Learners", 
 MediPhi trains its experts): the first ``pre_instruction_fraction`` of the steps see QA rows only, the rest
 QA rows and documents mixed in proportion to their counts. ``replay_file`` rows (e.g. the base model's
 general data) join the QA rows in both phases: experience replay, so that an expert trained from a base
-stays close to it (less forgetting, smaller task vectors that merge better). The schedule is an ordering of examples given
-to the one loop (a pure function of the stream position), so resume stays exact.
+stays close to it (less forgetting, smaller task vectors that merge better). The schedule is an ordering
+of examples given to the one loop (a pure function of the stream position), so resume stays exact.
 Reads: jsonl rows (prompt, completion), optional documents. Writes: ``model/`` (model + tokenizer,
 safetensors), ``metrics.jsonl``, ``checkpoint/``.
 """
@@ -120,7 +120,7 @@ def pre_instruction_order(n_qa: int, n_all: int, qa_positions: int, seed: int) -
     return order
 
 
-def replay_rows(cfg: Config) -> list[dict]:
+def read_replay(cfg: Config) -> list[dict]:
     """The first ``replay_rows`` rows of ``replay_file`` (all when 0; none without a file)."""
     from slmkit.data.loaders import read_rows
     from slmkit.errors import ConfigError
@@ -151,17 +151,17 @@ def run(cfg: Config, run_dir: Path) -> Result:
         rows = rows[:cfg.max_train_rows]
     val = read_rows(cfg.val_file) if cfg.val_file else None
     documents = read_rows(cfg.documents_file) if cfg.documents_file else []
-    qa_rows = len(rows)
-    rows = rows + replay_rows(cfg)
     if cfg.schedule == "pre_instruction" and not documents:
         raise ConfigError("sft: schedule pre_instruction needs documents (documents_file, e.g. from a data stage "
                           "with documents: N)")
     if not 0 < cfg.pre_instruction_fraction < 1:
         raise ConfigError(f"sft: pre_instruction_fraction must be in (0, 1), got {cfg.pre_instruction_fraction}")
+    replay = read_replay(cfg)
+    rows = rows + replay
     model, tokenizer = load_or_build(cfg)
     job = sft_job(model, tokenizer, rows, val, cfg, documents)
     model, summary = train(model, job, cfg, run_dir, fingerprint=stage_fingerprint(run_dir))
     if is_main_process():
         save_model(model, tokenizer, run_dir / OUTPUTS["model"])
     return Result(metrics={**summary, "parameters": count_parameters(model), "train_rows": len(rows),
-                           "documents": len(documents), "replay_rows": len(rows) - qa_rows})
+                           "documents": len(documents), "replay_rows": len(replay)})
