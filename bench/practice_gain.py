@@ -6,7 +6,10 @@ registered, else stock ``t5``): one fixed data set (built-in math, the same trai
 and tokenizer; a deliberately under-trained SFT model (seeded init and data order); its accuracy on the
 test split; two practice rounds (k = 4 samples at T = 0.7, top-p 0.95, exact-match grading, DPO pairs with
 the reference solution as fallback positive; early stopping off, so "two rounds" means two rounds); the
-test accuracy after each round. Every figure is a mean ± sd over the seeds; nothing is selected per seed.
+test accuracy after each round (1,024 fresh problems and 200 DPO steps per round). A control continues SFT
+from the same model on the reference solutions with the rounds' steps, batch and learning rate: an
+under-trained model gains from any further training, and the control says how much of the practice gain
+that is. Every figure is a mean ± sd over the seeds; nothing is selected per seed.
 Sampling throughput (answers/s) is that of the practice rounds. Torch runs single-threaded by default
 (SLMKIT_BENCH_THREADS), which is faster than two threads on a shared, oversubscribed 2-core machine.
 
@@ -36,9 +39,12 @@ STUDENTS = {  # equal-ish size (~0.65M non-embedding parameters); SFT is short o
                model_overrides={"d_model": 128, "d_kv": 32, "d_ff": 384, "num_layers": 2, "num_decoder_layers": 1}),
 }
 SFT = dict(steps=150, batch_size=32, lr=3e-3, warmup_steps=20, max_length=160, log_every=25)
-PRACTICE = dict(method="dpo", beta=0.1, sft_weight=1.0, rounds=2, steps=60, batch_size=16, lr=1e-3, warmup_steps=5,
-                max_length=160, problems_per_round=256, max_pairs_per_problem=2, k=4, temperature=0.7, top_p=0.95,
-                max_new_tokens=40, gen_batch_size=64, early_stop=False, log_every=10)
+PRACTICE = dict(method="dpo", beta=0.1, sft_weight=1.0, rounds=2, steps=200, batch_size=16, lr=1e-3, warmup_steps=5,
+                max_length=160, problems_per_round=1024, max_pairs_per_problem=2, k=4, temperature=0.7, top_p=0.95,
+                max_new_tokens=40, gen_batch_size=64, early_stop=False, max_epochs=2.0, log_every=10)
+# The control: SFT continued from the same model on the reference solutions, with the practice rounds' steps,
+# batch, learning rate and schedule (one run per round) — what plain extra training gives, without sampling.
+CONTROL = {key: PRACTICE[key] for key in ("steps", "batch_size", "lr", "warmup_steps", "max_length", "log_every")}
 TARGET_POINTS = 5.0
 
 
@@ -81,11 +87,25 @@ def one_seed(student: str, seed: int, files: dict[str, str], out: Path) -> dict[
     accs = [test_accuracy(str(folder / "sft" / "model"), files)]
     accs += [test_accuracy(str(folder / "practice" / f"round_{r}" / "model"), files)
              for r in range(1, PRACTICE["rounds"] + 1)]
+    control = test_accuracy(continued_sft(seed, files, folder), files)
     row = {"sft": accs[0], "round_1": accs[1], "round_2": accs[-1], "gain": accs[-1] - accs[0],
-           "answers_per_s": result["answers_per_s"]}
+           "control": control, "over_control": accs[-1] - control, "answers_per_s": result["answers_per_s"]}
     print(f"  {student} seed {seed}: test accuracy SFT {accs[0]:.1f} → " + " → ".join(f"{a:.1f}" for a in accs[1:])
-          + f"  ({result['answers_per_s']:.1f} answers/s)", flush=True)
+          + f"; continued SFT {control:.1f}  ({result['answers_per_s']:.1f} answers/s)", flush=True)
     return row
+
+
+def continued_sft(seed: int, files: dict[str, str], folder: Path) -> str:
+    """The control model: one continued-SFT run per practice round, each from the previous one's model."""
+    from slmkit.train import sft
+
+    start = folder / "sft" / "model"
+    for r in range(1, PRACTICE["rounds"] + 1):
+        out = folder / f"control_round_{r}"
+        if not (out / "model" / "config.json").exists():
+            sft.run(sft.Config(train_file=files["train"], model=str(start), seed=seed * 1000 + r, **CONTROL), out)
+        start = out / "model"
+    return str(start)
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -98,10 +118,13 @@ def summarise(student: str, rows: list[dict[str, float]], target: bool) -> list:
     records = [check(f"{student}: gain after 2 rounds, points (mean)", round(gain, 2), ">=", TARGET_POINTS)
                if target else info(f"{student}: gain after 2 rounds, points (mean)", round(gain, 2)),
                info(f"{student}: gain, mean ± sd over {len(rows)} seeds", f"{gain:+.1f} ± {sd:.1f}")]
-    for key in ("sft", "round_1", "round_2"):
+    for key in ("sft", "round_1", "round_2", "control"):
         m, s = mean_sd([r[key] for r in rows])
-        records.append(info(f"{student}: test accuracy % {key.replace('_', ' ')}", f"{m:.1f} ± {s:.1f}"))
+        label = "continued SFT (control)" if key == "control" else key.replace("_", " ")
+        records.append(info(f"{student}: test accuracy % {label}", f"{m:.1f} ± {s:.1f}"))
     records.append(info(f"{student}: per-seed gains", " ".join(f"{r['gain']:+.1f}" for r in rows)))
+    m, s = mean_sd([r["over_control"] for r in rows])
+    records.append(info(f"{student}: round 2 minus continued SFT (same steps), points", f"{m:+.1f} ± {s:.1f}"))
     m, s = mean_sd([r["answers_per_s"] for r in rows])
     records.append(info(f"{student}: sampling answers/s (k=4, practice)", f"{m:.1f} ± {s:.1f}"))
     return records

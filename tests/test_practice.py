@@ -123,6 +123,17 @@ def test_one_round_of_practice_raises_held_out_accuracy(lookup_task, tmp_path):
     assert (tmp_path / "model" / "config.json").exists() and (tmp_path / "report_section.md").exists()
 
 
+def test_round_steps_are_capped_at_max_epochs_over_its_rows(lookup_task, tmp_path):
+    from slmkit.train.practice import round_config
+
+    cfg = config(lookup_task, steps=50, max_epochs=2.0)
+    assert [round_config(cfg, n).steps for n in (1, 16, 100, 1000)] == [1, 2, 13, 50]
+    assert round_config(config(lookup_task, steps=50, max_epochs=0), 1).steps == 50
+    practise(config(lookup_task, steps=50, problems_per_round=4), tmp_path)  # a few pairs, not 50 steps on them
+    round_1 = json.loads((tmp_path / "round_1" / "round.json").read_text())
+    assert 0 < round_1["rows"] <= 16 and round_1["train_steps"] == (1 if round_1["rows"] <= 8 else 2)
+
+
 class Kill(Exception):
     pass
 

@@ -18,9 +18,11 @@ Writes also ``model/`` (the best round), ``report_section.md`` and ``accuracy.pn
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import math
 import random
 import re
 import shutil
@@ -52,7 +54,9 @@ class Config(PreferenceArgs):
     model: str | None = field(None, doc="model folder or hub id that practises (e.g. the SFT model)", input=True)
     tokenizer: str | None = field(None, doc="tokenizer folder or hub id (default: the model's own)", input=True)
     rounds: int = field(2, doc="practice rounds (sample, grade, build pairs, train, evaluate)")
-    steps: int = field(100, doc="optimizer steps per round")
+    steps: int = field(100, doc="optimizer steps per round, at most max_epochs passes over its rows")
+    max_epochs: float = field(2.0, doc="cap on a round's passes over its preference rows (0: none); a round "
+                              "with few rows (most problems solved) then takes few steps instead of overfitting")
     problems_per_round: int = field(0, doc="training problems sampled each round, a fresh seeded draw (0: all)")
     k: int = field(4, doc="answers sampled per problem")
     temperature: float = field(0.7, doc="sampling temperature")
@@ -219,13 +223,26 @@ def practise_round(r: int, start: str, problems: list[dict], ctx: dict[str, Any]
     if not rows:
         save_model(model, tokenizer, folder / "model")  # nothing to learn from: the model carries over
     elif not (folder / "model" / "config.json").exists():
-        model, summary = align(model, tokenizer, rows, None, cfg, folder, ref_id=hash_input(start),
+        model, summary = align(model, tokenizer, rows, None, round_config(cfg, len(rows)), folder,
+                               ref_id=hash_input(start),
                                fingerprint=f"{ctx['fingerprint']}:round{r}", on_step=ctx["on_step"])
         save_model(model, tokenizer, folder / "model")
         shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # the saved model supersedes it
     sample_acc = sum(bool(a["correct"]) for g in graded for a in g) / max(1, sum(len(g) for g in graded))
     return {"round": r, "sample_accuracy": sample_acc, **stats, **counts,
             **{f"train_{k}": v for k, v in summary.items()}}
+
+
+def round_config(cfg: Config, n_rows: int) -> Config:
+    """The round's training arguments: ``steps``, capped at ``max_epochs`` passes over ``n_rows`` rows.
+
+    Why: on a model that solves nearly every problem a round keeps a handful of pairs, and a fixed step
+    count then means hundreds of passes over them — measured: one pair, 200 steps, held-out 100 % → 13.5 %.
+    """
+    if not cfg.max_epochs:
+        return cfg
+    cap = max(1, math.ceil(cfg.max_epochs * n_rows / cfg.batch_size))  # batch_size counts pairs or KTO rows
+    return dataclasses.replace(cfg, steps=min(cfg.steps, cap))
 
 
 def held_out(r: int, model_dir: str, ctx: dict[str, Any]) -> float:
@@ -267,8 +284,9 @@ def read_problems(cfg: Config) -> tuple[list[dict], list[dict]]:
 
     if not cfg.train_file or not cfg.val_file or not cfg.model:
         raise ConfigError("practice: train_file, val_file and model must be set (wire them with from:)")
-    if cfg.rounds < 1 or cfg.k < 2:
-        raise ConfigError(f"practice: rounds must be >= 1 and k >= 2 (got rounds={cfg.rounds}, k={cfg.k})")
+    if cfg.rounds < 1 or cfg.k < 2 or cfg.max_epochs < 0:
+        raise ConfigError(f"practice: rounds must be >= 1, k >= 2 and max_epochs >= 0 (got rounds={cfg.rounds}, "
+                          f"k={cfg.k}, max_epochs={cfg.max_epochs})")
     loaded = []
     for path in (cfg.train_file, cfg.val_file):
         rows = read_rows(path)
