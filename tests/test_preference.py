@@ -30,6 +30,10 @@ def test_dpo_and_ipo_losses_by_hand():
     smooth = dpo_losses(chosen, rejected, beta=0.5, label_smoothing=0.2)
     want = -0.8 * math.log(sig(1.0)) - 0.2 * math.log(sig(-1.0))
     assert smooth[0].item() == pytest.approx(want, abs=1e-6)
+    # DPO-Positive, λ = 3: the first chosen log-ratio (1.0) is above 0, no penalty; the second (-0.5) loses
+    # 3·0.5, Δ = (-0.5 - 1.5) - 0.5 = -2.5 → -log σ(-1.25)
+    dpop = dpo_losses(chosen, rejected, beta=0.5, dpop_lambda=3.0)
+    assert dpop.tolist() == pytest.approx([-math.log(sig(1.0)), -math.log(sig(-1.25))], abs=1e-6)
     # IPO: per-token log-ratios 1/2 - (-1)/4 = 0.75; (0.75 - 1/(2·0.5))² = 0.0625
     ipo = ipo_losses(chosen[:1], rejected[:1], torch.tensor([2]), torch.tensor([4]), beta=0.5)
     assert ipo.item() == pytest.approx(0.0625, abs=1e-7)
@@ -236,3 +240,5 @@ def test_preference_stage_with_lora_and_cached_reference(tokenizer, math_rows, t
     assert max((p - q).abs().max().item() for p, q in zip(aligned.parameters(), before.parameters())) > 1e-4
     with pytest.raises(Exception, match="label_smoothing"):
         run(Config(train_file=str(data), model=str(start), method="ipo", label_smoothing=0.1), tmp_path / "bad")
+    with pytest.raises(Exception, match="dpop_lambda"):
+        run(Config(train_file=str(data), model=str(start), method="kto", dpop_lambda=50.0), tmp_path / "bad")

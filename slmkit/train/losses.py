@@ -62,11 +62,18 @@ def cross_entropy_sum(model: Any, batch: dict[str, Any]) -> tuple[Any, dict[str,
 # over pairs (KTO: examples); the loop divides by the pairs of the whole optimizer step.
 
 
-def dpo_losses(chosen_logratios: Any, rejected_logratios: Any, beta: float, label_smoothing: float = 0.0) -> Any:
+def dpo_losses(chosen_logratios: Any, rejected_logratios: Any, beta: float, label_smoothing: float = 0.0,
+               dpop_lambda: float = 0.0) -> Any:
     """Per-pair DPO loss (Rafailov et al. 2023, Eq. 7), with cDPO label smoothing ε (the preference is
-    assumed flipped with probability ε): ``-(1-ε) log σ(βΔ) - ε log σ(-βΔ)``, Δ = chosen − rejected log-ratio."""
+    assumed flipped with probability ε): ``-(1-ε) log σ(βΔ) - ε log σ(-βΔ)``, Δ = chosen − rejected log-ratio.
+
+    ``dpop_lambda`` λ > 0 is DPO-Positive (Pal et al. 2024, arXiv 2402.13228, Eq. 3): Δ loses
+    λ·max(0, −chosen log-ratio), so the chosen answer may not become less likely than under the reference —
+    the failure of plain DPO on pairs a few tokens apart, such as math answers that differ in one digit."""
     import torch.nn.functional as F
 
+    if dpop_lambda:
+        chosen_logratios = chosen_logratios - dpop_lambda * (-chosen_logratios).clamp(min=0)
     delta = beta * (chosen_logratios - rejected_logratios)
     return -(1.0 - label_smoothing) * F.logsigmoid(delta) - label_smoothing * F.logsigmoid(-delta)
 
@@ -104,7 +111,8 @@ def _reward_metrics(beta: float, chosen: Any, rejected: Any) -> dict[str, float]
 
 
 def pair_loss_sum(model: Any, batch: dict[str, Any], *, method: str = "dpo", beta: float = 0.1,
-                  label_smoothing: float = 0.0, sft_weight: float = 0.0) -> tuple[Any, dict[str, float]]:
+                  label_smoothing: float = 0.0, sft_weight: float = 0.0,
+                  dpop_lambda: float = 0.0) -> tuple[Any, dict[str, float]]:
     """Summed DPO (``method="dpo"``) or IPO (``"ipo"``) loss of a pair batch (chosen rows, then rejected).
 
     ``sft_weight`` α adds α · NLL(chosen)/|chosen| per pair, the RPO objective of Pang et al. 2024 (arXiv
@@ -115,7 +123,7 @@ def pair_loss_sum(model: Any, batch: dict[str, Any], *, method: str = "dpo", bet
     chosen, rejected = ratios.chunk(2)
     chosen_n, rejected_n = n_tokens.chunk(2)
     if method == "dpo":
-        losses = dpo_losses(chosen, rejected, beta, label_smoothing)
+        losses = dpo_losses(chosen, rejected, beta, label_smoothing, dpop_lambda)
     elif method == "ipo":
         losses = ipo_losses(chosen, rejected, chosen_n, rejected_n, beta)
     else:

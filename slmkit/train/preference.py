@@ -42,6 +42,8 @@ class PreferenceArgs(TrainArgs):
     beta: float = field(0.1, doc="strength of the pull towards the reference (DPO/KTO β, IPO τ)")
     label_smoothing: float = field(0.0, doc="DPO only: assumed probability that a preference is flipped (cDPO)")
     sft_weight: float = field(0.0, doc="DPO/IPO: weight of the chosen answer's per-token NLL (RPO; 0: none)")
+    dpop_lambda: float = field(0.0, doc="DPO only: DPO-Positive λ, penalty on the chosen answer becoming less "
+                               "likely than under the reference (Pal et al. 2024; 0: none; paper: 50)")
     desirable_weight: float = field(1.0, doc="KTO λ_D (0: balance λ_D·n_desirable = λ_U·n_undesirable)")
     undesirable_weight: float = field(1.0, doc="KTO λ_U, weight of undesirable completions")
     precompute_ref: bool = field(True, doc="score the reference once before training (else every step)")
@@ -163,7 +165,7 @@ def loss_function(cfg: PreferenceArgs, weights: tuple[float, float]) -> Any:
     if cfg.method == "kto":
         return partial(kto_loss_sum, beta=cfg.beta, desirable_weight=weights[0], undesirable_weight=weights[1])
     return partial(pair_loss_sum, method=cfg.method, beta=cfg.beta, label_smoothing=cfg.label_smoothing,
-                   sft_weight=cfg.sft_weight)
+                   sft_weight=cfg.sft_weight, dpop_lambda=cfg.dpop_lambda)
 
 
 def live_reference(loss: Any, ref_model: Any) -> Any:
@@ -207,6 +209,8 @@ def check_args(cfg: PreferenceArgs) -> None:
         raise ConfigError(f"label_smoothing must be in [0, 0.5), got {cfg.label_smoothing}")
     if cfg.label_smoothing and cfg.method != "dpo":
         raise ConfigError(f"label_smoothing applies to method dpo only (method is {cfg.method})")
+    if cfg.dpop_lambda < 0 or (cfg.dpop_lambda and cfg.method != "dpo"):
+        raise ConfigError(f"dpop_lambda must be >= 0 and applies to method dpo only (method is {cfg.method})")
     if cfg.sft_weight < 0 or (cfg.sft_weight and cfg.method == "kto"):
         raise ConfigError(f"sft_weight must be >= 0 and applies to dpo/ipo only (method is {cfg.method})")
     if cfg.desirable_weight < 0 or cfg.undesirable_weight <= 0:
