@@ -68,8 +68,8 @@ def dpo_losses(chosen_logratios: Any, rejected_logratios: Any, beta: float, labe
     assumed flipped with probability ε): ``-(1-ε) log σ(βΔ) - ε log σ(-βΔ)``, Δ = chosen − rejected log-ratio.
 
     ``dpop_lambda`` λ > 0 is DPO-Positive (Pal et al. 2024, arXiv 2402.13228, Eq. 3): Δ loses
-    λ·max(0, −chosen log-ratio), so the chosen answer may not become less likely than under the reference —
-    the failure of plain DPO on pairs a few tokens apart, such as math answers that differ in one digit."""
+    λ·max(0, −chosen log-ratio), a penalty on the chosen answer becoming less likely than under the
+    reference — the failure of plain DPO on pairs a few tokens apart, such as math answers a digit apart."""
     import torch.nn.functional as F
 
     if dpop_lambda:

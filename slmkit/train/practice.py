@@ -5,7 +5,8 @@ batched); grade each by answer extraction + exact match against the reference an
 through a backend; build preference data — DPO/IPO pairs of every (correct, wrong) answer of a problem,
 or KTO rows labelled by correctness — with the reference solution as the positive when no sample is
 correct, skipping (and counting) problems with no wrong answer; then train from the current model with it
-as the reference (the previous round's model, Orca-Math's iterative DPO/KTO). Held-out problems are
+as the reference (the previous round's model, Orca-Math's iterative DPO/KTO), for ``steps`` steps but at
+most ``max_epochs`` passes over the round's rows. Held-out problems are
 evaluated greedily before the first round and after each; practice stops when held-out accuracy falls,
 and the stage's model is the best round's.
 
