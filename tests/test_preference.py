@@ -82,6 +82,25 @@ def _trl_trainer(kind, model, ref, tokenizer, tmp_path, **args):
                           processing_class=tokenizer)
 
 
+def test_dpo_positive_reaches_the_stage_loss(tokenizer, math_rows):
+    """``dpop_lambda`` in a stage config changes the loss the loop trains on, by DPO-Positive's formula."""
+    from slmkit.train.preference import Config, loss_function
+
+    rows = math_rows[:4]
+    model = build("decoder", "pico", tokenizer=tokenizer, seed=0).eval()
+    pairs = [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": rows[(i + 1) % 4]["completion"]}
+             for i, r in enumerate(rows)]
+    examples = encode(pairs, tokenizer, "dpo", "plain", seed=0)
+    batch = collate_examples(examples, partial(collate, pad_id=tokenizer.pad_token_id, max_length=256), "dpo")
+    with torch.no_grad():
+        batch["ref_logps"] = sequence_logprobs(model, batch)[0] + 1.0  # every log-ratio -1: both lost likelihood
+        plain, _ = loss_function(Config(beta=0.5), (1.0, 1.0))(model, batch)
+        dpop, _ = loss_function(Config(beta=0.5, dpop_lambda=2.0), (1.0, 1.0))(model, batch)
+    # plain: Δ = -1 - (-1) = 0 → log 2 per pair; DPOP: Δ = (-1 - 2·1) - (-1) = -2 → -log σ(-1) per pair
+    assert plain.item() == pytest.approx(4 * math.log(2.0), abs=1e-4)
+    assert dpop.item() == pytest.approx(-4 * math.log(sig(-1.0)), abs=1e-4)
+
+
 @pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
 def test_pair_losses_match_trl(loss_type, tokenizer, math_rows, tmp_path):
     from trl.trainer.dpo_trainer import DataCollatorForPreference
