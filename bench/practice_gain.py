@@ -47,7 +47,7 @@ PRACTICE = dict(method="dpo", beta=0.1, sft_weight=1.0, rounds=2, steps=200, bat
                 max_new_tokens=40, gen_batch_size=64, early_stop=False, max_epochs=2.0, log_every=10)
 # The control: SFT continued from the same model on the reference solutions, with the practice rounds' steps
 # (as trained), batch, learning rate and schedule (one run per round) — plain extra training, no sampling.
-CONTROL = {key: PRACTICE[key] for key in ("steps", "batch_size", "lr", "warmup_steps", "max_length", "log_every")}
+CONTROL_ARGS = ("batch_size", "lr", "warmup_steps", "max_length", "log_every")
 TARGET_POINTS = 5.0
 # --converged: the paper's comparison — practice on top of an SFT model that has stopped improving. Two-step
 # problems (one-step ones reach 100 % with enough SFT), 1,000 SFT steps, a smaller practice step and
@@ -116,8 +116,8 @@ def continued_sft(seed: int, files: dict[str, str], folder: Path) -> str:
         if not steps:  # the round had no pairs and carried its model over
             continue
         if not (out / "model" / "config.json").exists():
-            sft.run(sft.Config(train_file=files["train"], model=str(start), seed=seed * 1000 + r,
-                               **{**CONTROL, "steps": steps}), out)
+            sft.run(sft.Config(train_file=files["train"], model=str(start), seed=seed * 1000 + r, steps=steps,
+                               **{key: PRACTICE[key] for key in CONTROL_ARGS}), out)
         start = out / "model"
     return str(start)
 
@@ -155,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
         DATA["params"].update(CONVERGED["data"])
         SFT.update(CONVERGED["sft"])
         PRACTICE.update(CONVERGED["practice"])
-        CONTROL.update({key: PRACTICE[key] for key in CONTROL})
     os.environ.setdefault("SLMKIT_QUIET", "1")
     import torch
 
