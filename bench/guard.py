@@ -53,14 +53,14 @@ def tiny_slm(folder: Path) -> Path:
     return folder
 
 
-def run_recipe(runs: Path, fresh: bool) -> dict[str, Path]:
-    """Run (or reuse) the litelmguard recipe; returns each stage's folder."""
+def run_recipe(runs: Path, fresh: bool, extra: list[str]) -> dict[str, Path]:
+    """Run (or reuse) the litelmguard recipe with ``extra`` overrides; returns each stage's folder."""
     from slmkit.cli import recipe_path
     from slmkit.recipe import load_plan, run_plan
     from slmkit.report import write_report
 
     slm = tiny_slm(runs / "tiny_slm")
-    overrides = TRAIN_OVERRIDES + [f"guard_eval.safety_model={slm}"]
+    overrides = TRAIN_OVERRIDES + [f"guard_eval.safety_model={slm}", *extra]
     plan = load_plan(recipe_path("litelmguard"), overrides, runs)
     start = time.time()
     run_plan(plan, force=fresh)
@@ -156,10 +156,12 @@ def main() -> int:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench_guard"), help="runs folder")
     parser.add_argument("--fresh", action="store_true", help="redo every stage")
     parser.add_argument("--latency-prompts", type=int, default=100)
+    parser.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE",
+                        help="recipe override, e.g. guard_train.layers=4 (repeatable)")
     args = parser.parse_args()
     from slmkit.artifacts import read_json
 
-    folders = run_recipe(Path(args.runs), args.fresh)
+    folders = run_recipe(Path(args.runs), args.fresh, args.set)
     ev = read_json(folders["guard_eval"] / "evaluation.json")
     agree = read_json(folders["guard_export"] / "guard" / "agreement.json")
     records = quality_records(ev)
