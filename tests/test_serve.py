@@ -243,7 +243,9 @@ def test_disconnected_stream_is_cancelled_and_shutdown_aborts_requests(model_dir
     from slmkit.serve.engine import load_engine
 
     engine = load_engine("torch", str(model_dir), max_batch=8, batch_wait_ms=2)
-    with serving(make_app(model_dir, engine=engine, max_tokens=2000), graceful=1.0) as (base, server):
+    # a short grace period, and shutdown only once both requests are generating: a fixed sleep let the tiny
+    # model finish all 1,500 tokens in time when torch ran on one thread (fast), and the test then failed
+    with serving(make_app(model_dir, engine=engine, max_tokens=2000), graceful=0.05) as (base, server):
         body = {"model": "pico-chat", "prompt": "Tom", "max_tokens": 1500, "temperature": 0, "stream": True}
         with httpx.stream("POST", base + "/v1/completions", json=body) as answer:
             next(answer.iter_lines())
@@ -268,7 +270,9 @@ def test_disconnected_stream_is_cancelled_and_shutdown_aborts_requests(model_dir
         threads = [threading.Thread(target=ask, args=(k,)) for k in ("stream", "json")]
         for t in threads:
             t.start()
-        time.sleep(1.0)
+        deadline = time.time() + 20
+        while len(engine.rows) < 2 and time.time() < deadline:
+            time.sleep(0.005)
         server.should_exit = True  # what SIGTERM does: graceful shutdown while both are generating
         for t in threads:
             t.join(30)
