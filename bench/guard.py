@@ -164,7 +164,8 @@ def main() -> int:
     folders = run_recipe(Path(args.runs), args.fresh, args.set)
     ev = read_json(folders["guard_eval"] / "evaluation.json")
     agree = read_json(folders["guard_export"] / "guard" / "agreement.json")
-    records = quality_records(ev)
+    # a variant's figures replace the results file, so the file says which overrides produced them
+    records = [info("recipe overrides (--set)", " ".join(args.set) or "none")] + quality_records(ev)
     records += latency_records(folders, args.latency_prompts)
     a = agree["int8_vs_fp32"]
     records.append(check("int8 vs fp32 decision agreement (all eval rows)", a["agreement"], ">=", 0.995))
