@@ -28,6 +28,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(condition, timeout: float) -> None:
+    """Poll ``condition`` every 5 ms until it holds or ``timeout`` seconds pass (the caller asserts after)."""
+    deadline = time.time() + timeout
+    while not condition() and time.time() < deadline:
+        time.sleep(0.005)
+
+
 @contextlib.contextmanager
 def serving(app, graceful: float = 2.0):
     """Run ``app`` as ``slmkit serve`` does, in a thread on a free loopback port; yields the base URL."""
@@ -37,9 +44,7 @@ def serving(app, graceful: float = 2.0):
     server = uvicorn_server(app, app.state.server.engine, "127.0.0.1", port, graceful, "warning")
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.time() + 30
-    while not server.started and thread.is_alive() and time.time() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: server.started or not thread.is_alive(), 30)
     try:
         yield f"http://127.0.0.1:{port}", server
     finally:
@@ -148,9 +153,7 @@ def test_continuous_and_request_engines_match_generate(model_dir):
             engine.submit(tok(p + "\n")["input_ids"], Sampling(15, 0.0), 1,
                           lambda e, i=i: (texts[i].append(e.text), e.finish_reason and finished.append(i)))
             time.sleep(0.01 * i)
-        deadline = time.time() + 60
-        while len(finished) < len(prompts) and time.time() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(finished) >= len(prompts), 60)
         engine.shutdown()
         assert ["".join(texts[i]) for i in range(len(prompts))] == reference, scheduler
 
@@ -249,9 +252,7 @@ def test_disconnected_stream_is_cancelled_and_shutdown_aborts_requests(model_dir
         body = {"model": "pico-chat", "prompt": "Tom", "max_tokens": 1500, "temperature": 0, "stream": True}
         with httpx.stream("POST", base + "/v1/completions", json=body) as answer:
             next(answer.iter_lines())
-        deadline = time.time() + 20
-        while (engine.rows or engine.queued()) and time.time() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: not (engine.rows or engine.queued()), 20)
         assert not engine.rows  # the engine stopped generating for a client that left
 
         results = {}
@@ -270,9 +271,7 @@ def test_disconnected_stream_is_cancelled_and_shutdown_aborts_requests(model_dir
         threads = [threading.Thread(target=ask, args=(k,)) for k in ("stream", "json")]
         for t in threads:
             t.start()
-        deadline = time.time() + 20
-        while len(engine.rows) < 2 and time.time() < deadline:
-            time.sleep(0.005)
+        wait_until(lambda: len(engine.rows) >= 2, 20)
         server.should_exit = True  # what SIGTERM does: graceful shutdown while both are generating
         for t in threads:
             t.join(30)
