@@ -8,7 +8,8 @@ dynamic quantization of the MatMul/Attention weights with the choices that keep 
 - ``reduce_range`` (7-bit weights): on x86 CPUs without VNNI the u8 x s8 kernels add pairs of products
   in int16 (VPMADDUBSW) and saturate with full 8-bit weights; 7 bits cannot overflow;
 - sensitive nodes kept in fp32 (``keep_fp32``: the pooler and classifier by default, tiny but right at
-  the decision; the embeddings are never quantized).
+  the decision; the embeddings are never quantized). Early encoder layers come next: their error reaches
+  every later layer (the ``litelmguard`` recipe keeps layers 0-2 in fp32; its comment has the measurements).
 
 Faithfulness is measured, not assumed: fp32 and int8 decisions are compared on every evaluation row
 (val, test, held-out, XSTest) at the guard's threshold, and torch vs ONNX fp32 scores are checked.
