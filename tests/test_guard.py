@@ -248,6 +248,15 @@ def test_encoder_guard_trains_exports_and_stays_faithful(encoder_guard, guard_da
     assert len(load_guard(tmp_path / "guard").score(texts)) == 2
 
 
+def test_export_rejects_keep_fp32_names_that_match_no_node(encoder_guard, guard_data, tmp_path):
+    from slmkit.guard.export import Config, run
+
+    cfg = Config(guard=str(encoder_guard), guard_data=str(guard_data), keep_fp32=["classifier", "encoder/layer.7/"])
+    with pytest.raises(ConfigError, match=r"keep_fp32: \['encoder/layer.7/'\] match no node"):
+        run(cfg, tmp_path)
+    assert not (tmp_path / "guard").exists()  # nothing half-written
+
+
 def test_guard_eval_stage_report(ngram_guard, guard_data, tmp_path):
     from slmkit.guard.data import LABELS
     from slmkit.guard.evaluate import Config, run

@@ -42,7 +42,7 @@ class Config:
     per_channel: bool = field(True, doc="int8: one weight scale per output channel")
     reduce_range: bool = field(True, doc="int8: 7-bit weights (no int16 saturation on CPUs without VNNI)")
     keep_fp32: list[str] = field(factory=lambda: ["pooler", "classifier"],
-                                 doc="int8: nodes whose name contains one of these stay in fp32")
+                                 doc="int8: nodes whose name contains one of these stay in fp32 (each must match)")
     opset: int = field(17, doc="ONNX opset of the export")
 
 
@@ -123,6 +123,13 @@ def quantize_int8(fp32: Path, path: Path, cfg: Config) -> tuple[Path, list[str]]
 
     nodes = onnx.load(str(fp32), load_external_data=False).graph.node
     keep = [n.name for n in nodes if any(key in n.name for key in cfg.keep_fp32)]
+    # a key that matches nothing (a typo, or another encoder's node naming) would quietly ship a less
+    # faithful int8 model
+    unmatched = [key for key in cfg.keep_fp32 if not any(key in n.name for n in nodes)]
+    if unmatched:
+        examples = [n.name for n in nodes if n.op_type in ("MatMul", "Attention", "Gemm")][:3]
+        raise ConfigError(f"guard_export.keep_fp32: {unmatched} match no node of the exported graph "
+                          f"(its weight nodes are named like {examples}); fix or drop them")
     quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=cfg.per_channel,
                      reduce_range=cfg.reduce_range, nodes_to_exclude=keep,
                      op_types_to_quantize=["MatMul", "Attention", "Gemm"],
