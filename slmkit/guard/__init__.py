@@ -59,7 +59,11 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 
 def load_guard(path: str | Path, **options: Any) -> Guard:
-    """Open a saved guard of any kind (``options`` go to its loader, e.g. ``threads=1`` for ONNX)."""
+    """Open a saved guard of any kind (``options`` go to its loader, e.g. ``threads=1`` for ONNX).
+
+    ``threads`` is per session for ONNX guards but process-wide for torch (encoder) guards — torch has no
+    per-module thread count — so a server that loads a torch guard with ``threads=1`` slows its own model too.
+    """
     meta = read_meta(path)
     cls = resolve(GUARDS, meta["kind"], "guard kind", ModelError)
     return cls.load(Path(path), meta, **options)
