@@ -31,6 +31,7 @@ from slmkit.guard.encoder import TokenWindows, WindowedGuard
 
 OUTPUTS = {"guard": "guard"}
 FILES = {"fp32": "model_fp32.onnx", "int8": "model_int8.onnx"}
+QUANTIZED_OPS = ("MatMul", "Attention", "Gemm")  # the weight-bearing ops dynamic int8 rewrites
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,14 +126,14 @@ def quantize_int8(fp32: Path, path: Path, cfg: Config) -> tuple[Path, list[str]]
     keep = [n.name for n in nodes if any(key in n.name for key in cfg.keep_fp32)]
     # a key that matches nothing (a typo, or another encoder's node naming) would quietly ship a less
     # faithful int8 model
-    unmatched = [key for key in cfg.keep_fp32 if not any(key in n.name for n in nodes)]
+    unmatched = [key for key in cfg.keep_fp32 if not any(key in name for name in keep)]
     if unmatched:
-        examples = [n.name for n in nodes if n.op_type in ("MatMul", "Attention", "Gemm")][:3]
+        examples = [n.name for n in nodes if n.op_type in QUANTIZED_OPS][:3]
         raise ConfigError(f"guard_export.keep_fp32: {unmatched} match no node of the exported graph "
                           f"(its weight nodes are named like {examples}); fix or drop them")
     quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=cfg.per_channel,
                      reduce_range=cfg.reduce_range, nodes_to_exclude=keep,
-                     op_types_to_quantize=["MatMul", "Attention", "Gemm"],
+                     op_types_to_quantize=list(QUANTIZED_OPS),
                      # fused contrib ops (BiasGelu, SkipLayerNorm) have no ONNX shape inference: their
                      # outputs are fp32 tensors
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
