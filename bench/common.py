@@ -8,6 +8,7 @@ Each script measures both sides of a comparison in one run on this machine, then
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -29,7 +30,13 @@ class Record:
 
 
 def check(name: str, value: float, op: str, threshold: float, unit: str = "") -> Record:
-    """A record for ``value op threshold`` (op one of >=, <=, >, <)."""
+    """A record for ``value op threshold`` (op one of >=, <=, >, <).
+
+    A non-finite value (a ratio with nothing to divide by) is recorded as null and missed: ``NaN`` compares
+    false either way, and it is not valid JSON.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return Record(name, None, f"{op} {threshold}{unit}", False)
     ops = {">=": value >= threshold, "<=": value <= threshold, ">": value > threshold, "<": value < threshold}
     return Record(name, round(value, 6) if isinstance(value, float) else value, f"{op} {threshold}{unit}", ops[op])
 

@@ -101,3 +101,21 @@ def test_efficiency_stage(tmp_path):
     assert "model:encdec:transformers" in section and "0.500" in section
     with pytest.raises(ConfigError, match="model is not set"):
         stage.run(stage.Config(), tmp_path / "x")
+
+
+def test_bench_records_write_strict_json(tmp_path, monkeypatch):
+    """bench/common: a figure with nothing to divide by is null and missed, so the results file stays JSON."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_common", Path(__file__).parent.parent / "bench" / "common.py")
+    common = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_common", common)  # dataclasses look their module up there
+    spec.loader.exec_module(common)
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    records = [common.check("kept", float("nan"), ">=", 0.9), common.check("ratio", 0.95, ">=", 0.9)]
+    path = common.report("demo", records)
+    loaded = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert loaded == [{"name": "kept", "value": None, "target": ">= 0.9", "met": False},
+                      {"name": "ratio", "value": 0.95, "target": ">= 0.9", "met": True}]
