@@ -1,9 +1,13 @@
 """``slmkit bench``: timing records and ratios, result files and plots, the CTranslate2 runner, the
-bandwidth model and the ``efficiency`` stage (tiny grids: these check the method, not the speed)."""
+bandwidth model and the ``efficiency`` stage (tiny grids: these check the method, not the speed); and the
+target records that the scripts under ``bench/`` write."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -105,10 +109,6 @@ def test_efficiency_stage(tmp_path):
 
 def test_bench_records_write_strict_json(tmp_path, monkeypatch):
     """bench/common: a figure with nothing to divide by is null and missed, so the results file stays JSON."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     spec = importlib.util.spec_from_file_location("bench_common", Path(__file__).parent.parent / "bench" / "common.py")
     common = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "bench_common", common)  # dataclasses look their module up there
