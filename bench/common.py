@@ -30,13 +30,7 @@ class Record:
 
 
 def check(name: str, value: float, op: str, threshold: float, unit: str = "") -> Record:
-    """A record for ``value op threshold`` (op one of >=, <=, >, <).
-
-    A non-finite value (a ratio with nothing to divide by) is recorded as null and missed: ``NaN`` compares
-    false either way, and it is not valid JSON.
-    """
-    if isinstance(value, float) and not math.isfinite(value):
-        return Record(name, None, f"{op} {threshold}{unit}", False)
+    """A record for ``value op threshold`` (op one of >=, <=, >, <); NaN compares false, so it is missed."""
     ops = {">=": value >= threshold, "<=": value <= threshold, ">": value > threshold, "<": value < threshold}
     return Record(name, round(value, 6) if isinstance(value, float) else value, f"{op} {threshold}{unit}", ops[op])
 
@@ -56,7 +50,12 @@ def report(bench: str, records: list[Record]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{bench}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps([asdict(r) for r in records], indent=2) + "\n")
+    tmp.write_text(json.dumps([asdict(r) | {"value": _json_value(r.value)} for r in records], indent=2) + "\n")
     os.replace(tmp, path)
     print(f"wrote {path}")
     return path
+
+
+def _json_value(value: Any) -> Any:
+    """``value``, or None where it is a non-finite float (a ratio with nothing to divide by): NaN is not JSON."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value

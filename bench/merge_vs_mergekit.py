@@ -152,7 +152,7 @@ def quality(work: Path, runs_dir: Path | None) -> list[Record]:
         base, expert, merged = acc["base"][domain], acc[f"expert_{domain}"][domain], acc["merged"][domain]
         records.append(info(f"quality: {domain} base / expert / merged (%)", f"{base:.1f}/{expert:.1f}/{merged:.1f}"))
         gain = expert - base
-        # an expert no better than the base in its own domain has no gain to keep: recorded as null, missed
+        # an expert no better than the base in its own domain has no gain to keep: NaN, missed (null in JSON)
         retention = round((merged - base) / gain, 3) if gain > 0 else float("nan")
         records.append(check(f"quality: {domain} share of the expert's gain kept", retention, ">=", 0.9))
     drift = acc["merged"]["general"] - acc["base"]["general"]
