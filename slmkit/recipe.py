@@ -17,7 +17,9 @@ A recipe looks like::
 
 Resolution is static: every input path is known before anything runs, so ``validate`` and
 ``show-config`` catch wiring mistakes at once. Running a plan writes ``<runs>/<recipe>/<NN>_<name>/``
-per stage (see ``artifacts``) and reuses a stage whose config and input contents are unchanged.
+per stage (see ``artifacts``) and reuses a stage whose config and input contents are unchanged. A stage's
+identity leaves out where its inputs live (their contents stand for them), so a runs folder that is moved or
+copied elsewhere is reused there, with the recorded output paths moved along.
 """
 
 from __future__ import annotations
@@ -219,13 +221,13 @@ def run_stage(step: StagePlan, results: dict[str, dict], force: bool, echo: Any 
     """Run one stage unless an identical run (same config, same input contents) is already complete."""
     config = to_dict(step.config)
     hashes = _input_hashes(step, results)
-    fp = artifacts.fingerprint(config, hashes)
+    fp = artifacts.fingerprint(_without_input_paths(config, hashes), hashes)
     done_file = step.folder / "result.json"
     if done_file.exists() and not force:
         previous = artifacts.read_json(done_file)
         if previous.get("fingerprint") == fp:
             echo(f"[{step.index:02d}] {step.name}: reused (config and inputs unchanged)")
-            return previous
+            return _relocated(previous, step.folder, done_file)
     main = artifacts.is_main_process()
     if main:
         _prepare_folder(step, config, hashes, fp, force)
@@ -239,9 +241,43 @@ def run_stage(step: StagePlan, results: dict[str, dict], force: bool, echo: Any 
         "stage": step.stage, "name": step.name, "fingerprint": fp, "metrics": result.metrics,
         "outputs": outputs, "output_hashes": {k: artifacts.hash_path(v) for k, v in outputs.items()
                                               if Path(v).exists()},
-        "wall_time_s": round(time.time() - start, 2),
+        "wall_time_s": round(time.time() - start, 2), "folder": str(step.folder),
     }
     if main:
+        artifacts.atomic_write_json(done_file, record)
+    return record
+
+
+def _without_input_paths(config: dict, hashes: dict[str, str]) -> dict:
+    """The config with every input path (dotted key in ``hashes``) blanked: its content hash stands for it."""
+    portable = copy.deepcopy(config)
+    for key in hashes:
+        *parents, leaf = key.split(".")
+        node: Any = portable
+        for part in parents:
+            node = _child(node, part)
+        if _child(node, leaf) is not None:
+            node[int(leaf) if isinstance(node, list) else leaf] = "<input>"
+    return portable
+
+
+def _child(node: Any, part: str) -> Any:
+    if isinstance(node, list):
+        return node[int(part)] if part.isdigit() and int(part) < len(node) else None
+    return node.get(part) if isinstance(node, dict) else None
+
+
+def _relocated(record: dict, folder: Path, done_file: Path) -> dict:
+    """A reused stage's record with output paths inside its old folder moved to ``folder`` (saved if moved)."""
+    old = Path(record.get("folder", folder))
+    if old == folder:
+        return record
+
+    def moved(path: str) -> str:
+        return str(folder / Path(path).relative_to(old)) if Path(path).is_relative_to(old) else path
+
+    record = {**record, "folder": str(folder), "outputs": {k: moved(v) for k, v in record["outputs"].items()}}
+    if artifacts.is_main_process():
         artifacts.atomic_write_json(done_file, record)
     return record
 

@@ -100,6 +100,35 @@ def test_run_reuses_and_force_redoes(tmp_path, capsys):
     assert (Path(runs) / "demo" / "report.md").exists()
 
 
+def test_moved_runs_folder_is_reused_with_outputs_moved(tmp_path, capsys):
+    """A runs folder moved elsewhere (rsync from a GPU box) is reused, not re-run, and points at itself."""
+    import shutil
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE)
+    assert main(["run", str(recipe), "--runs-dir", str(tmp_path / "a")]) == 0
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    capsys.readouterr()
+    assert main(["run", str(recipe), "--runs-dir", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().out.count("reused") == 2
+    stage = tmp_path / "b" / "demo" / "01_tokenizer"
+    result = json.loads((stage / "result.json").read_text())
+    assert result["folder"] == str(stage) and result["outputs"]["tokenizer"] == str(stage / "tokenizer")
+    # What the stage read still decides: changed data contents re-run the tokenizer in its new place.
+    assert main(["run", str(recipe), "--runs-dir", str(tmp_path / "b"), "data.seed=3"]) == 0
+    assert "tokenizer: running" in capsys.readouterr().out
+
+
+def test_stage_identity_leaves_out_input_paths_only():
+    from slmkit.recipe import _without_input_paths
+
+    config = {"lr": 0.1, "teacher": {"model": "/x/t", "top_k": 8}, "models": [{"model": "/x/a", "weight": 1}]}
+    hashes = {"teacher.model": "h1", "models.0.model": "h2", "absent.key": "h3"}
+    assert _without_input_paths(config, hashes) == {
+        "lr": 0.1, "teacher": {"model": "<input>", "top_k": 8}, "models": [{"model": "<input>", "weight": 1}]}
+    assert config["teacher"]["model"] == "/x/t"  # the resolved config itself is untouched
+
+
 def test_stage_verb_runs_one_stage(tmp_path, capsys):
     runs = str(tmp_path / "runs")
     assert main(["data", "task=math", "n_train=5", "n_val=1", "n_test=2", "--runs-dir", runs]) == 0
