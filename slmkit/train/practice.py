@@ -259,10 +259,11 @@ def held_out(r: int, model_dir: str, ctx: dict[str, Any]) -> float:
 # --- the loop over rounds ---------------------------------------------------------------------------------
 
 def identity(cfg: Config, run_dir: Path) -> str:
-    """Config (and, in a recipe, input contents) that a run folder's rounds belong to."""
+    """Config and input contents that a run folder's rounds belong to: the recipe runner's fingerprint, which
+    leaves out where the inputs live (so a moved folder resumes), else the config as given."""
     from slmkit.artifacts import stage_fingerprint
 
-    blob = json.dumps({"config": to_dict(cfg), "stage": stage_fingerprint(run_dir)}, sort_keys=True, default=str)
+    blob = stage_fingerprint(run_dir) or json.dumps({"config": to_dict(cfg)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
