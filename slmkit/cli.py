@@ -26,6 +26,16 @@ COMMANDS: dict[str, str] = {
 }
 """Feature commands: verb -> "module:function"; the function takes the remaining argv and returns an exit code."""
 
+COMMAND_HELP: dict[str, str] = {
+    "serve": "serve a model over an OpenAI-compatible HTTP API (127.0.0.1 by default)",
+    "eval": "evaluate models on reasoning tasks: strategies x scoring methods x repeats",
+    "leaderboard": "print the accuracy tables of an eval results store",
+    "bench": "latency, throughput and memory of models on this machine",
+    "merge": "merge models from a mergekit-style YAML config",
+    "guard": "prompt guard: train, check prompts, evaluate",
+}
+"""One line per feature command for ``slmkit --help`` (each command's own ``--help`` has the rest)."""
+
 
 def recipe_path(name_or_path: str) -> Path:
     """A recipe file, or the name of a recipe shipped with slmkit (``quickstart``, ``orca_math``, ...)."""
@@ -68,11 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="(re)write report.md and report.html for a run folder")
     p.add_argument("run_dir")
     for verb in COMMANDS:
-        sub.add_parser(verb, help=f"{verb} (see slmkit {verb} --help)", add_help=False)
+        sub.add_parser(verb, help=f"{COMMAND_HELP.get(verb, verb)} (see slmkit {verb} --help)", add_help=False)
     for stage in STAGES:
-        if stage in COMMANDS:
-            continue  # the feature command of the same name wraps the stage (e.g. slmkit eval)
-        if stage in COMMANDS:  # e.g. merge: the command form (slmkit merge CONFIG OUT) takes the verb
+        if stage in COMMANDS:  # the feature command of that name wraps the stage (slmkit eval, slmkit merge)
             continue
         sp = sub.add_parser(stage, help=f"run the '{stage}' stage alone (key=value fields)")
         sp.add_argument("overrides", nargs="*", help="field=value pairs")
