@@ -2,8 +2,8 @@
 
 ``run | validate | show-config | list | quickstart | report`` work on recipes; every registered stage is
 also a verb (``slmkit sft train_file=... preset=tiny``) that runs a one-stage recipe; feature commands
-(``bench``, ``serve``, ...) register in ``COMMANDS`` as ``"module:function"`` taking ``argv``. Nothing
-heavy is imported until a command runs, so ``slmkit --help`` is instant.
+(``bench``, ``serve``, ...) register in ``COMMANDS`` as ``("module:function", help)``, the function taking
+``argv``. Nothing heavy is imported until a command runs, so ``slmkit --help`` is instant.
 """
 
 from __future__ import annotations
@@ -16,25 +16,16 @@ from pathlib import Path
 from slmkit.errors import SlmkitError
 from slmkit.stages import STAGES
 
-COMMANDS: dict[str, str] = {
-    "serve": "slmkit.serve.cli:main",
-    "eval": "slmkit.eval.cli:eval_main",
-    "leaderboard": "slmkit.eval.cli:leaderboard_main",
-    "bench": "slmkit.bench.cli:main",
-    "merge": "slmkit.merge.command:main",
-    "guard": "slmkit.guard.cli:main",
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("slmkit.serve.cli:main", "serve a model over an OpenAI-compatible HTTP API (127.0.0.1 by default)"),
+    "eval": ("slmkit.eval.cli:eval_main", "evaluate models on reasoning tasks: strategies x scoring methods x repeats"),
+    "leaderboard": ("slmkit.eval.cli:leaderboard_main", "print the accuracy tables of an eval results store"),
+    "bench": ("slmkit.bench.cli:main", "latency, throughput and memory of models on this machine"),
+    "merge": ("slmkit.merge.command:main", "merge models from a mergekit-style YAML config"),
+    "guard": ("slmkit.guard.cli:main", "prompt guard: train, check prompts, evaluate"),
 }
-"""Feature commands: verb -> "module:function"; the function takes the remaining argv and returns an exit code."""
-
-COMMAND_HELP: dict[str, str] = {
-    "serve": "serve a model over an OpenAI-compatible HTTP API (127.0.0.1 by default)",
-    "eval": "evaluate models on reasoning tasks: strategies x scoring methods x repeats",
-    "leaderboard": "print the accuracy tables of an eval results store",
-    "bench": "latency, throughput and memory of models on this machine",
-    "merge": "merge models from a mergekit-style YAML config",
-    "guard": "prompt guard: train, check prompts, evaluate",
-}
-"""One line per feature command for ``slmkit --help`` (each command's own ``--help`` has the rest)."""
+"""Feature commands: verb -> ("module:function", one line for ``slmkit --help``); the function takes the
+remaining argv and returns an exit code."""
 
 
 def recipe_path(name_or_path: str) -> Path:
@@ -78,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="(re)write report.md and report.html for a run folder")
     p.add_argument("run_dir")
     for verb in COMMANDS:
-        sub.add_parser(verb, help=f"{COMMAND_HELP.get(verb, verb)} (see slmkit {verb} --help)", add_help=False)
+        sub.add_parser(verb, help=f"{COMMANDS[verb][1]} (see slmkit {verb} --help)", add_help=False)
     for stage in STAGES:
         if stage in COMMANDS:  # the feature command of that name wraps the stage (slmkit eval, slmkit merge)
             continue
@@ -94,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:
-        module, func = COMMANDS[argv[0]].split(":")
+        module, func = COMMANDS[argv[0]][0].split(":")
         return _guard(lambda: getattr(importlib.import_module(module), func)(argv[1:]))
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

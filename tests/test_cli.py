@@ -40,9 +40,6 @@ def test_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for verb in ("run", "validate", "show-config", "list", "quickstart", "sft"):
         assert verb in out
-    from slmkit.cli import COMMAND_HELP, COMMANDS
-
-    assert set(COMMAND_HELP) == set(COMMANDS)  # every feature command says what it does in --help
     assert "OpenAI" in out and "mergekit" in out  # single words: argparse may wrap at a hyphen
 
 
