@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default="runs")
     p = sub.add_parser("report", help="(re)write report.md and report.html for a run folder")
     p.add_argument("run_dir")
-    for verb in COMMANDS:
-        sub.add_parser(verb, help=f"{COMMANDS[verb][1]} (see slmkit {verb} --help)", add_help=False)
+    for verb, (_, line) in COMMANDS.items():
+        sub.add_parser(verb, help=f"{line} (see slmkit {verb} --help)", add_help=False)
     for stage in STAGES:
         if stage in COMMANDS:  # the feature command of that name wraps the stage (slmkit eval, slmkit merge)
             continue

@@ -40,6 +40,9 @@ def test_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for verb in ("run", "validate", "show-config", "list", "quickstart", "sft"):
         assert verb in out
+    from slmkit.cli import COMMANDS
+
+    assert all(line.strip() for _, line in COMMANDS.values())  # every feature command says what it does in --help
     assert "OpenAI" in out and "mergekit" in out  # single words: argparse may wrap at a hyphen
 
 
