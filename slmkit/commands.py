@@ -79,7 +79,9 @@ def _print_fields(stage: str) -> None:
     print(f"- stage: {stage}")
     for name, tp, default, doc in describe(module.Config):
         print(f"  {name + ': ' + default:<40} # {tp}: {doc}")
-    print("# outputs: " + ", ".join(f"{k} -> <stage folder>/{v}" for k, v in module.OUTPUTS.items()))
+    moved = getattr(module, "OUTPUT_FIELDS", {})
+    print("# outputs: " + ", ".join(f"{k} -> <stage folder>/{v}" + (f" (or {moved[k]}, when set)" if k in moved else "")
+                                    for k, v in module.OUTPUTS.items()))
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -167,8 +167,16 @@ def _wire_inputs(module: ModuleType, body: dict, sources: Any, where: Where,
             body[field_name] = _wire_nested(value, field_name, by_name, where.at(field_name), upstream)
     for field_name, (src, output) in upstream.items():
         if "." not in field_name:  # nested references were rewritten in place by _wire_nested
-            body[field_name] = str(by_name[src].folder / by_name[src].module.OUTPUTS[output])
+            body[field_name] = output_path(by_name[src], output)
     return upstream
+
+
+def output_path(src: StagePlan, output: str) -> str:
+    """Where an earlier stage's output will be: its folder + ``OUTPUTS`` entry, unless the stage's optional
+    ``OUTPUT_FIELDS`` names a config field that moves it and that field is set (e.g. eval's ``store``)."""
+    moved_by = getattr(src.module, "OUTPUT_FIELDS", {}).get(output)
+    moved_to = getattr(src.config, moved_by) if moved_by else None
+    return str(moved_to) if moved_to else str(src.folder / src.module.OUTPUTS[output])
 
 
 def _wire_nested(value: Any, key: str, by_name: dict[str, StagePlan], where: Where,
@@ -184,7 +192,7 @@ def _wire_nested(value: Any, key: str, by_name: dict[str, StagePlan], where: Whe
         if src not in by_name or output not in by_name[src].module.OUTPUTS:
             raise where.fail(f"'{value['from']}' is not an output of an earlier stage (write stage.output)")
         upstream[key] = (src, output)
-        return str(by_name[src].folder / by_name[src].module.OUTPUTS[output])
+        return output_path(by_name[src], output)
     if isinstance(value, dict):
         return {k: _wire_nested(v, f"{key}.{k}", by_name, where.at(k), upstream) for k, v in value.items()}
     if isinstance(value, list):

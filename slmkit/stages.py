@@ -1,7 +1,8 @@
 """Registry of stage types: name -> module path, imported only when a stage is used.
 
 A stage module exports a frozen ``Config`` dataclass, ``OUTPUTS`` (output name -> path inside the stage
-folder) and ``run(cfg, run_dir) -> Result``. Adding a stage is one module and one line here.
+folder) and ``run(cfg, run_dir) -> Result``; optionally ``OUTPUT_FIELDS`` (output name -> config field that,
+when set, is that output's path instead). Adding a stage is one module and one line here.
 """
 
 from __future__ import annotations

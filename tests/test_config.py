@@ -140,6 +140,27 @@ def test_recipe_explicit_field_wiring():
     assert plan(text).stages[1].config.train_file.endswith("00_data/test.jsonl")
 
 
+EVAL_THEN_TOKENIZER = """\
+schema_version: 1
+name: demo
+stages:
+  - stage: eval
+    model: some/model
+    tasks: [gsm8k]
+    store: STORE
+  - stage: tokenizer
+    train_file: {from: eval.results}
+"""
+
+
+@pytest.mark.parametrize("store", ["", "/elsewhere/results.sqlite"])
+def test_recipe_from_follows_an_output_that_a_config_field_moves(store):
+    """eval's ``store`` moves its results file; a later stage wired to it must read that file, not the default."""
+    p = plan(EVAL_THEN_TOKENIZER.replace("STORE", repr(store)))
+    wired = p.stages[1].config.train_file
+    assert wired == (store or str(p.stages[0].folder / "results.sqlite"))
+
+
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", ""])
 def test_run_names_cannot_escape(name):
     with pytest.raises(ConfigError, match="not a valid name"):

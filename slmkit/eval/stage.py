@@ -49,6 +49,7 @@ class Config:
 
 
 OUTPUTS = {"results": "results.sqlite", "summary": "summary.json"}
+OUTPUT_FIELDS = {"results": "store"}  # a set ``store`` moves the results file there
 
 
 def _check(cfg: Config) -> None:
