@@ -40,6 +40,13 @@ def info(name: str, value: Any) -> Record:
     return Record(name, value, "(reported)", None)
 
 
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds (sd 0 for a single seed)."""
+    import statistics
+
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
 def report(bench: str, records: list[Record]) -> Path:
     """Print the records as a table and write ``bench/results/<bench>.json``."""
     width = max(len(r.name) for r in records)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import check, info, report  # noqa: E402
+from bench.common import check, info, mean_sd, report  # noqa: E402
 
 SHARED = ("data", "tokenizer", "teacher", "teacher_eval")  # stages run once for every seed
 SPEED_STEPS = 40  # steps of each side of the online/offline speed comparison
@@ -52,9 +52,9 @@ def seeded_recipe(base: dict, seeds: list[int]) -> dict:
     return {**base, "stages": stages}
 
 
-def mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.1f} ± {100 * sd:.1f}"
+def percent_mean_sd(values: list[float]) -> str:
+    mean, sd = mean_sd(values)
+    return f"{100 * mean:.1f} ± {100 * sd:.1f}"
 
 
 def records(results: dict, seeds: list[int], recipe: dict, tokens_per_epoch: int) -> list:
@@ -73,8 +73,8 @@ def records(results: dict, seeds: list[int], recipe: dict, tokens_per_epoch: int
         info("student rows / steps / batch (both students)",
              f"{results[f'student_kd_s{seeds[0]}']['metrics']['train_rows']} / {kd_stage['steps']} / "
              f"{kd_stage['batch_size']}"),
-        info("CE-only student exact match % (mean ± sd)", mean_sd(ce)),
-        info("KD student exact match % (mean ± sd)", mean_sd(kd)),
+        info("CE-only student exact match % (mean ± sd)", percent_mean_sd(ce)),
+        info("KD student exact match % (mean ± sd)", percent_mean_sd(kd)),
         info("per seed CE → KD %", ", ".join(f"s{s}: {100 * a:.1f} → {100 * b:.1f}" for s, a, b in zip(seeds, ce, kd))),
         check("KD gain over CE-only, points (mean of seeds)", round(gain, 2), ">=", 6.0),
         info("CE-only training tokens/s", round(results[f"student_ce_s{seeds[0]}"]["metrics"]["tokens_per_s"])),

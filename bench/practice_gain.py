@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import check, info, report  # noqa: E402
+from bench.common import check, info, mean_sd, report  # noqa: E402
 
 DATA = dict(task="math", params={"min_steps": 1, "max_steps": 1, "max_operand": 9}, n_train=6000, n_val=200,
             n_test=300, seed=0)
@@ -120,10 +119,6 @@ def continued_sft(seed: int, files: dict[str, str], folder: Path) -> str:
                                **{key: PRACTICE[key] for key in CONTROL_ARGS}), out)
         start = out / "model"
     return str(start)
-
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def summarise(student: str, rows: list[dict[str, float]], target: bool) -> list:

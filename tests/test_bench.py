@@ -107,15 +107,27 @@ def test_efficiency_stage(tmp_path):
         stage.run(stage.Config(), tmp_path / "x")
 
 
-def test_bench_records_write_strict_json(tmp_path, monkeypatch):
-    """bench/common: a figure with nothing to divide by is null and missed, so the results file stays JSON."""
+@pytest.fixture
+def common(monkeypatch):
+    """bench/common.py, loaded from its file (bench/ is not a package of slmkit)."""
     spec = importlib.util.spec_from_file_location("bench_common", Path(__file__).parent.parent / "bench" / "common.py")
-    common = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_common", common)  # dataclasses look their module up there
-    spec.loader.exec_module(common)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_common", module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_records_write_strict_json(common, tmp_path, monkeypatch):
+    """bench/common: a figure with nothing to divide by is null and missed, so the results file stays JSON."""
     monkeypatch.setattr(common, "RESULTS", tmp_path)
     records = [common.check("kept", float("nan"), ">=", 0.9), common.check("ratio", 0.95, ">=", 0.9)]
     path = common.report("demo", records)
     loaded = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert loaded == [{"name": "kept", "value": None, "target": ">= 0.9", "met": False},
                       {"name": "ratio", "value": 0.95, "target": ">= 0.9", "met": True}]
+
+
+def test_bench_mean_sd_over_seeds(common):
+    """bench/common's mean ± sd, shared by the seed-swept benchmarks: sample sd, and 0 for one seed."""
+    assert common.mean_sd([1.0, 3.0]) == pytest.approx((2.0, 2 ** 0.5))
+    assert common.mean_sd([5.0]) == (5.0, 0.0)
