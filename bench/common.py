@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,8 +43,6 @@ def info(name: str, value: Any) -> Record:
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation over seeds (sd 0 for a single seed)."""
-    import statistics
-
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
