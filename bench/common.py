@@ -46,15 +46,16 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def report(bench: str, records: list[Record]) -> Path:
-    """Print the records as a table and write ``bench/results/<bench>.json``."""
+def report(bench: str, records: list[Record], folder: Path | None = None) -> Path:
+    """Print the records as a table and write ``<folder>/<bench>.json`` (default ``bench/results/``)."""
+    folder = folder or RESULTS
     width = max(len(r.name) for r in records)
     print(f"\n== {bench} ({platform.node()}, {os.cpu_count()} CPUs, python {sys.version.split()[0]})")
     for r in records:
         mark = {True: "met", False: "MISSED", None: ""}[r.met]
         print(f"{r.name:<{width}}  {str(r.value):>14}  target {r.target:<14} {mark}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{bench}.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{bench}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps([asdict(r) | {"value": _json_value(r.value)} for r in records], indent=2) + "\n")
     os.replace(tmp, path)

@@ -16,8 +16,14 @@ Sampling throughput (answers/s) is that of the practice rounds. Torch runs singl
 ``--converged`` runs the paper's comparison instead: practice on top of SFT models that have stopped
 improving (two-step problems, 1,000 SFT steps; practice and control at lr 1e-4, DPO-Positive; decoder only).
 
-Run: ``flock /tmp/slmkit-bench.lock python bench/practice_gain.py [--out DIR] [--seeds 0 1 2] [--converged]``.
-Writes ``bench/results/practice_gain.json`` (``practice_gain_converged.json`` with ``--converged``).
+``--set KEY=VALUE`` (repeatable) changes one setting for a variant: a practice field (``method=kto``), an SFT
+field (``sft.steps=500``) or a data generator parameter (``data.max_operand=30``); a variant's results go to
+its work folder instead of ``bench/results/``. Work folders are keyed by the settings they hold (data + SFT;
+practice inside), so a rerun with other settings never reuses models trained with different ones.
+
+Run: ``flock /tmp/slmkit-bench.lock python bench/practice_gain.py [--out DIR] [--seeds 0 1 2] [--converged]
+[--set KEY=VALUE ...]``. Writes ``bench/results/practice_gain.json`` (``practice_gain_converged.json`` with
+``--converged``).
 """
 
 from __future__ import annotations
@@ -84,17 +90,18 @@ def one_seed(student: str, seed: int, files: dict[str, str], out: Path) -> dict[
     """SFT then two practice rounds for one student and seed; test accuracy before and after each round."""
     from slmkit.train import practice, sft
 
-    folder = out / f"{student}_seed{seed}"
-    if not (folder / "sft" / "model" / "config.json").exists():
+    sft_dir = out / f"{student}_seed{seed}" / "sft"
+    folder = out / settings_key("practice", PRACTICE) / f"{student}_seed{seed}"
+    if not (sft_dir / "model" / "config.json").exists():
         sft.run(sft.Config(train_file=files["train"], tokenizer=files["tokenizer"], seed=seed, **STUDENTS[student],
-                           **SFT), folder / "sft")
-    cfg = practice.Config(train_file=files["train"], val_file=files["val"], model=str(folder / "sft" / "model"),
+                           **SFT), sft_dir)
+    cfg = practice.Config(train_file=files["train"], val_file=files["val"], model=str(sft_dir / "model"),
                           seed=seed, **PRACTICE)
     result = practice.practise(cfg, folder / "practice").metrics
-    accs = [test_accuracy(str(folder / "sft" / "model"), files)]
+    accs = [test_accuracy(str(sft_dir / "model"), files)]
     accs += [test_accuracy(str(folder / "practice" / f"round_{r}" / "model"), files)
              for r in range(1, PRACTICE["rounds"] + 1)]
-    control = test_accuracy(continued_sft(seed, files, folder), files)
+    control = test_accuracy(continued_sft(seed, files, folder, sft_dir / "model"), files)
     row = {"sft": accs[0], "round_1": accs[1], "round_2": accs[-1], "gain": accs[-1] - accs[0],
            "control": control, "over_control": accs[-1] - control, "answers_per_s": result["answers_per_s"]}
     print(f"  {student} seed {seed}: test accuracy SFT {accs[0]:.1f} → " + " → ".join(f"{a:.1f}" for a in accs[1:])
@@ -102,13 +109,12 @@ def one_seed(student: str, seed: int, files: dict[str, str], out: Path) -> dict[
     return row
 
 
-def continued_sft(seed: int, files: dict[str, str], folder: Path) -> str:
+def continued_sft(seed: int, files: dict[str, str], folder: Path, start: Path) -> str:
     """The control model: one continued-SFT run per practice round, each from the previous one's model, with
     as many steps as that round trained (its ``max_epochs`` cap can make that fewer than ``steps``)."""
     from slmkit.artifacts import read_json
     from slmkit.train import sft
 
-    start = folder / "sft" / "model"
     for r in range(1, PRACTICE["rounds"] + 1):
         out = folder / f"control_round_{r}"
         steps = read_json(folder / "practice" / f"round_{r}" / "round.json").get("train_steps", 0)
@@ -121,11 +127,41 @@ def continued_sft(seed: int, files: dict[str, str], folder: Path) -> str:
     return str(start)
 
 
+def settings_key(kind: str, *settings: dict) -> str:
+    """A work folder name that changes with the settings it holds (``kind-`` + 10 hex digits)."""
+    import hashlib
+    import json
+
+    return f"{kind}-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def apply_settings(pairs: list[str]) -> None:
+    """``--set KEY=VALUE``: ``data.NAME`` (generator parameter), ``sft.NAME`` or a practice field; VALUE is YAML."""
+    import dataclasses
+
+    import yaml
+
+    from slmkit.errors import ConfigError
+    from slmkit.train import practice, sft
+
+    known = {"sft": {f.name for f in dataclasses.fields(sft.Config)},
+             "practice": {f.name for f in dataclasses.fields(practice.Config)}}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        scope, _, name = key.rpartition(".")
+        if not sep or scope not in ("", "data", "sft"):
+            raise ConfigError(f"--set {pair}: write KEY=VALUE with KEY a practice field, sft.FIELD or data.PARAM")
+        if scope != "data" and name not in known[scope or "practice"]:
+            raise ConfigError(f"--set {pair}: '{name}' is not a field of the {scope or 'practice'} config")
+        target = {"data": DATA["params"], "sft": SFT, "": PRACTICE}[scope]
+        target[name] = yaml.safe_load(text)
+
+
 def summarise(student: str, rows: list[dict[str, float]], target: bool) -> list:
     """Records for one student: gain (checked for the decoder), accuracies, per-seed gains, throughput."""
     gain, sd = mean_sd([r["gain"] for r in rows])
-    records = [check(f"{student}: gain after 2 rounds, points (mean)", round(gain, 2), ">=", TARGET_POINTS)
-               if target else info(f"{student}: gain after 2 rounds, points (mean)", round(gain, 2)),
+    gain_name = f"{student}: gain after {PRACTICE['rounds']} rounds, points (mean)"
+    records = [check(gain_name, round(gain, 2), ">=", TARGET_POINTS) if target else info(gain_name, round(gain, 2)),
                info(f"{student}: gain, mean ± sd over {len(rows)} seeds", f"{gain:+.1f} ± {sd:.1f}")]
     for key in ("sft", "round_1", "round_2", "control"):
         m, s = mean_sd([r[key] for r in rows])
@@ -145,11 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--converged", action="store_true", help="practise on converged SFT models (see CONVERGED);"
                         " writes practice_gain_converged.json")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a variant: practice field, sft.FIELD or data.PARAM (results go to the work folder)")
     args = parser.parse_args(argv)
     if args.converged:
         DATA["params"].update(CONVERGED["data"])
         SFT.update(CONVERGED["sft"])
         PRACTICE.update(CONVERGED["practice"])
+    apply_settings(args.set)
     os.environ.setdefault("SLMKIT_QUIET", "1")
     import torch
 
@@ -161,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     elif "encdec" in ARCHITECTURES:  # the paper-faithful encoder–decoder, when it has landed
         STUDENTS["encdec"] = dict(arch="encdec", preset="pico", model_overrides={})
         del STUDENTS["t5"]
-    out = Path(args.out)
+    out = Path(args.out) / settings_key("sft", DATA, SFT, STUDENTS)
     began = time.time()
     files = prepare(out)
     records = []
@@ -172,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     records.append(info("practice loss", f"{PRACTICE['method']} β={PRACTICE['beta']} + NLL(chosen)×"
                                          f"{PRACTICE['sft_weight']} (RPO){dpop}, lr {PRACTICE['lr']}"))
     records.append(info("wall time, minutes", round((time.time() - began) / 60, 1)))
-    report("practice_gain_converged" if args.converged else "practice_gain", records)
+    name = "practice_gain_converged" if args.converged else "practice_gain"
+    if args.set:
+        records.append(info("variant settings (--set)", " ".join(args.set)))
+    report(name, records, folder=out / settings_key("practice", PRACTICE) if args.set else None)
     return 0
 
 

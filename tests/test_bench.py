@@ -125,9 +125,29 @@ def test_bench_records_write_strict_json(common, tmp_path, monkeypatch):
     loaded = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert loaded == [{"name": "kept", "value": None, "target": ">= 0.9", "met": False},
                       {"name": "ratio", "value": 0.95, "target": ">= 0.9", "met": True}]
+    assert common.report("demo", records, folder=tmp_path / "variant").parent == tmp_path / "variant"
 
 
 def test_bench_mean_sd_over_seeds(common):
     """bench/common's mean ± sd, shared by the seed-swept benchmarks: sample sd, and 0 for one seed."""
     assert common.mean_sd([1.0, 3.0]) == pytest.approx((2.0, 2 ** 0.5))
     assert common.mean_sd([5.0]) == (5.0, 0.0)
+
+
+def test_practice_bench_variant_settings_and_work_folders(monkeypatch):
+    """bench/practice_gain ``--set``: one setting changes, unknown keys fail by name, and the work folders' keys
+    change with the settings, so a variant never reuses models trained with other ones."""
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts the repository root on it
+    spec = importlib.util.spec_from_file_location("bench_practice_gain",
+                                                  Path(__file__).parent.parent / "bench" / "practice_gain.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    keys = (bench.settings_key("sft", bench.DATA, bench.SFT), bench.settings_key("practice", bench.PRACTICE))
+    bench.apply_settings(["method=kto", "sft.steps=7", "data.max_operand=30"])
+    assert (bench.PRACTICE["method"], bench.SFT["steps"], bench.DATA["params"]["max_operand"]) == ("kto", 7, 30)
+    new_keys = (bench.settings_key("sft", bench.DATA, bench.SFT), bench.settings_key("practice", bench.PRACTICE))
+    assert keys[0] != new_keys[0] and keys[1] != new_keys[1]
+    with pytest.raises(ConfigError, match="'metod' is not a field of the practice config"):
+        bench.apply_settings(["metod=kto"])
+    with pytest.raises(ConfigError, match="KEY a practice field, sft.FIELD or data.PARAM"):
+        bench.apply_settings(["steps"])
