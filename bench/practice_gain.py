@@ -86,12 +86,13 @@ def test_accuracy(model_dir: str, files: dict[str, str]) -> float:
     return 100.0 * metrics["accuracy"]
 
 
-def one_seed(student: str, seed: int, files: dict[str, str], out: Path) -> dict[str, float]:
-    """SFT then two practice rounds for one student and seed; test accuracy before and after each round."""
+def one_seed(student: str, seed: int, files: dict[str, str], out: Path, practice_out: Path) -> dict[str, float]:
+    """SFT (in ``out``) then two practice rounds and the control (in ``practice_out``) for one student and seed;
+    test accuracy before and after each round."""
     from slmkit.train import practice, sft
 
     sft_dir = out / f"{student}_seed{seed}" / "sft"
-    folder = out / settings_key("practice", PRACTICE) / f"{student}_seed{seed}"
+    folder = practice_out / f"{student}_seed{seed}"
     if not (sft_dir / "model" / "config.json").exists():
         sft.run(sft.Config(train_file=files["train"], tokenizer=files["tokenizer"], seed=seed, **STUDENTS[student],
                            **SFT), sft_dir)
@@ -129,10 +130,9 @@ def continued_sft(seed: int, files: dict[str, str], folder: Path, start: Path) -
 
 def settings_key(kind: str, *settings: dict) -> str:
     """A work folder name that changes with the settings it holds (``kind-`` + 10 hex digits)."""
-    import hashlib
-    import json
+    from slmkit.artifacts import fingerprint
 
-    return f"{kind}-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{kind}-" + fingerprint({"settings": list(settings)}, {})[:10]
 
 
 def apply_settings(pairs: list[str]) -> None:
@@ -201,11 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         STUDENTS["encdec"] = dict(arch="encdec", preset="pico", model_overrides={})
         del STUDENTS["t5"]
     out = Path(args.out) / settings_key("sft", DATA, SFT, STUDENTS)
+    practice_out = out / settings_key("practice", PRACTICE)
     began = time.time()
     files = prepare(out)
     records = []
     for student in STUDENTS:
-        rows = [one_seed(student, seed, files, out) for seed in args.seeds]
+        rows = [one_seed(student, seed, files, out, practice_out) for seed in args.seeds]
         records += summarise(student, rows, target=student == "decoder")
     dpop = f" + DPO-Positive λ={PRACTICE['dpop_lambda']}" if PRACTICE.get("dpop_lambda") else ""
     records.append(info("practice loss", f"{PRACTICE['method']} β={PRACTICE['beta']} + NLL(chosen)×"
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "practice_gain_converged" if args.converged else "practice_gain"
     if args.set:
         records.append(info("variant settings (--set)", " ".join(args.set)))
-    report(name, records, folder=out / settings_key("practice", PRACTICE) if args.set else None)
+    report(name, records, folder=practice_out if args.set else None)
     return 0
 
 

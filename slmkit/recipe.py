@@ -36,7 +36,7 @@ from typing import Any
 from slmkit import artifacts
 from slmkit.config import Lines, Where, from_dict, input_fields, load_yaml, parse_override, to_dict
 from slmkit.errors import ConfigError
-from slmkit.stages import load_stage
+from slmkit.stages import load_stage, output_path
 
 SCHEMA_VERSION = 1
 RESERVED = ("stage", "name", "from")
@@ -167,16 +167,12 @@ def _wire_inputs(module: ModuleType, body: dict, sources: Any, where: Where,
             body[field_name] = _wire_nested(value, field_name, by_name, where.at(field_name), upstream)
     for field_name, (src, output) in upstream.items():
         if "." not in field_name:  # nested references were rewritten in place by _wire_nested
-            body[field_name] = output_path(by_name[src], output)
+            body[field_name] = _planned_output(by_name[src], output)
     return upstream
 
 
-def output_path(src: StagePlan, output: str) -> str:
-    """Where an earlier stage's output will be: its folder + ``OUTPUTS`` entry, unless the stage's optional
-    ``OUTPUT_FIELDS`` names a config field that moves it and that field is set (e.g. eval's ``store``)."""
-    moved_by = getattr(src.module, "OUTPUT_FIELDS", {}).get(output)
-    moved_to = getattr(src.config, moved_by) if moved_by else None
-    return str(moved_to) if moved_to else str(src.folder / src.module.OUTPUTS[output])
+def _planned_output(src: StagePlan, output: str) -> str:
+    return str(output_path(src.module, src.config, src.folder, output))
 
 
 def _wire_nested(value: Any, key: str, by_name: dict[str, StagePlan], where: Where,
@@ -192,7 +188,7 @@ def _wire_nested(value: Any, key: str, by_name: dict[str, StagePlan], where: Whe
         if src not in by_name or output not in by_name[src].module.OUTPUTS:
             raise where.fail(f"'{value['from']}' is not an output of an earlier stage (write stage.output)")
         upstream[key] = (src, output)
-        return output_path(by_name[src], output)
+        return _planned_output(by_name[src], output)
     if isinstance(value, dict):
         return {k: _wire_nested(v, f"{key}.{k}", by_name, where.at(k), upstream) for k, v in value.items()}
     if isinstance(value, list):
@@ -244,7 +240,7 @@ def run_stage(step: StagePlan, results: dict[str, dict], force: bool, echo: Any 
     start = time.time()
     result = step.module.run(step.config, step.folder)
     artifacts.barrier()
-    outputs = {k: str(step.folder / v) for k, v in step.module.OUTPUTS.items()} | dict(result.outputs)
+    outputs = {k: _planned_output(step, k) for k in step.module.OUTPUTS} | dict(result.outputs)
     record = {
         "stage": step.stage, "name": step.name, "fingerprint": fp, "metrics": result.metrics,
         "outputs": outputs, "output_hashes": {k: artifacts.hash_path(v) for k, v in outputs.items()

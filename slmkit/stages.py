@@ -7,7 +7,9 @@ when set, is that output's path instead). Adding a stage is one module and one l
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from slmkit.errors import ConfigError
 from slmkit.registry import resolve
@@ -36,3 +38,11 @@ STAGES: dict[str, str] = {
 def load_stage(name: str) -> ModuleType:
     """Import the module of stage type ``name``; unknown names get a "did you mean"."""
     return resolve(STAGES, name, "stage", ConfigError)
+
+
+def output_path(module: ModuleType, cfg: Any, folder: Path, output: str) -> Path:
+    """Where a stage writes ``output``: ``folder / OUTPUTS[output]``, unless the module's ``OUTPUT_FIELDS``
+    names a config field that moves it and ``cfg`` sets that field (e.g. eval's ``store``)."""
+    moved_by = getattr(module, "OUTPUT_FIELDS", {}).get(output)
+    moved_to = getattr(cfg, moved_by) if moved_by else None
+    return Path(moved_to) if moved_to else folder / module.OUTPUTS[output]

@@ -9,12 +9,14 @@ Re-running after a crash resumes from the store; nothing already generated is ge
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from slmkit.artifacts import Result
 from slmkit.config import field
+from slmkit.stages import output_path
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,7 +176,7 @@ def run(cfg: Config, run_dir: Path) -> Result:
     from slmkit.progress import progress
 
     _check(cfg)
-    store_path = Path(cfg.store) if cfg.store else run_dir / OUTPUTS["results"]
+    store_path = output_path(sys.modules[__name__], cfg, run_dir, "results")
     store = Store(store_path)
     tasks = _task_variants(cfg)
     judges, methods = _judges(cfg, run_dir)
@@ -196,4 +198,4 @@ def run(cfg: Config, run_dir: Path) -> Result:
     store.close()
     for judge in judges.values():
         judge.close()
-    return Result(metrics=summary["headline"], outputs={"results": str(store_path)})
+    return Result(metrics=summary["headline"])
